@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny random Paint-by-Example checkpoints in every real layout."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pbe_core import random_checkpoint
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return random_checkpoint.random_weights("tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def checkpoints(tmp_path_factory, tiny_model):
+    """One tiny model (seed 0) written in every layout users have."""
+    root = tmp_path_factory.mktemp("checkpoints")
+    paths = {
+        "safetensors": random_checkpoint.write_single_file(root / "pbe.safetensors", tiny_model),
+        "ckpt": random_checkpoint.write_single_file(root / "model.ckpt", tiny_model),
+        "safetensors_fp16": random_checkpoint.write_single_file(root / "pbe_fp16.safetensors", tiny_model, torch.float16),
+        "safetensors_bf16": random_checkpoint.write_single_file(root / "pbe_bf16.safetensors", tiny_model, torch.bfloat16),
+    }
+    try:
+        import diffusers  # noqa: F401  (the diffusers layout is written with diffusers' converters)
+    except ImportError:
+        return paths
+    paths["diffusers"] = random_checkpoint.write_diffusers_folder(root / "pbe_diffusers", tiny_model)
+    paths["diffusers_bin"] = random_checkpoint.write_diffusers_folder(root / "pbe_diffusers_bin", tiny_model,
+                                                                       weights_format="bin")
+    return paths
