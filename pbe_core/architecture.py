@@ -27,6 +27,27 @@ class UNetShape:
     out_channels: int = 4
     transformer_depth: int = 1
 
+    @classmethod
+    def from_diffusers_config(cls, config: dict) -> "UNetShape":
+        """A diffusers ``UNet2DConditionModel`` config.json -> the same UNet's LDM sizes."""
+        try:
+            channels = list(config["block_out_channels"])
+            depth = config.get("transformer_layers_per_block", 1)
+            heads = config.get("num_attention_heads") or config["attention_head_dim"]  # SD1 names heads "head_dim"
+            return cls(
+                model_channels=channels[0],
+                channel_mult=tuple(c // channels[0] for c in channels),
+                num_res_blocks=int(config["layers_per_block"]),
+                attention_levels=tuple(i for i, t in enumerate(config["down_block_types"]) if "CrossAttn" in t),
+                num_heads=heads if isinstance(heads, int) else heads[0],
+                context_dim=int(config["cross_attention_dim"]),
+                in_channels=int(config["in_channels"]),
+                out_channels=int(config["out_channels"]),
+                transformer_depth=depth if isinstance(depth, int) else depth[0],
+            )
+        except (KeyError, TypeError, IndexError, ZeroDivisionError) as e:
+            raise CheckpointError(f"the UNet's config.json is not a diffusers UNet2DConditionModel config ({e})") from e
+
     def ldm_params(self) -> dict:
         """The ``unet_config.params`` of an LDM yaml for this shape."""
         return {

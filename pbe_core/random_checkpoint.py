@@ -21,8 +21,9 @@ from .architecture import (EncoderSizes, UNetShape, VAEShape, encoder_tensor_sha
 LATENT_SCALE = 0.18215
 
 SIZES = {
-    # Same structure as the real model, narrow: a full sampling run takes seconds on a CPU.
-    "tiny": (UNetShape(model_channels=32), VAEShape(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1),
+    # Same structure as the real model, narrow: a full sampling run takes seconds on a CPU. The UNet is
+    # 64 wide so that ComfyUI can load a matching small ControlNet (it assumes 64-channel heads there).
+    "tiny": (UNetShape(model_channels=64), VAEShape(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1),
              EncoderSizes(clip_width=128, clip_layers=9, clip_intermediate=512, mapper_layers=2)),
     # The real Paint-by-Example architecture (about 1.25 billion parameters).
     "full": (UNetShape(), VAEShape(), EncoderSizes()),

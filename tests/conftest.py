@@ -31,3 +31,24 @@ def checkpoints(tmp_path_factory, tiny_model):
     paths["diffusers_bin"] = random_checkpoint.write_diffusers_folder(root / "pbe_diffusers_bin", tiny_model,
                                                                        weights_format="bin")
     return paths
+
+
+@pytest.fixture(scope="session")
+def comfy(tmp_path_factory, tiny_model):
+    """A real ComfyUI in this process with the pack loaded, and tiny models in its folders:
+    checkpoints/pbe_tiny.safetensors, pbe_tiny.ckpt, pbe_tiny_fp16.safetensors and
+    diffusers/pbe_tiny (when diffusers is installed)."""
+    from comfyui import NO_COMFYUI, ComfyUI, find_comfyui
+
+    root = find_comfyui()
+    if root is None:
+        pytest.skip(NO_COMFYUI)
+    models = tmp_path_factory.mktemp("comfy_models")
+    random_checkpoint.write_single_file(models / "checkpoints" / "pbe_tiny.safetensors", tiny_model)
+    random_checkpoint.write_single_file(models / "checkpoints" / "pbe_tiny.ckpt", tiny_model)
+    random_checkpoint.write_single_file(models / "checkpoints" / "pbe_tiny_fp16.safetensors", tiny_model, torch.float16)
+    try:
+        random_checkpoint.write_diffusers_folder(models / "diffusers" / "pbe_tiny", tiny_model)
+    except ImportError:
+        pass
+    return ComfyUI(root, models, tmp_path_factory.mktemp("comfy_scratch"))

@@ -98,7 +98,7 @@ def test_lightning_callback_classes_in_the_checkpoint_are_accepted(tmp_path, tin
 def _sd15_like(tiny_model) -> dict[str, torch.Tensor]:
     """A plain SD 1.x checkpoint: 4-channel UNet, VAE and a text encoder, no exemplar encoder."""
     sd = {layouts.UNET_PREFIX + k: v for k, v in tiny_model.unet.items()}
-    sd[layouts.UNET_PREFIX + "input_blocks.0.0.weight"] = torch.zeros(32, 4, 3, 3)
+    sd[layouts.UNET_PREFIX + "input_blocks.0.0.weight"] = torch.zeros(64, 4, 3, 3)
     sd.update({layouts.VAE_PREFIX + k: v for k, v in tiny_model.vae.items()})
     sd["cond_stage_model.transformer.text_model.embeddings.token_embedding.weight"] = torch.zeros(10, 8)
     return sd
@@ -117,7 +117,7 @@ def test_plain_sd15_checkpoint_is_named_as_such(tmp_path, tiny_model):
 
 def test_unet_with_four_input_channels_is_refused(tmp_path, tiny_model):
     sd = layouts.join_single_file(tiny_model.unet, tiny_model.vae, tiny_model.encoder)
-    sd[layouts.UNET_PREFIX + "input_blocks.0.0.weight"] = torch.zeros(32, 4, 3, 3)
+    sd[layouts.UNET_PREFIX + "input_blocks.0.0.weight"] = torch.zeros(64, 4, 3, 3)
     save_file(sd, str(tmp_path / "four.safetensors"))
     with pytest.raises(CheckpointError, match="4 input channels.*takes 9.*not a Paint-by-Example model"):
         read_checkpoint(tmp_path / "four.safetensors")

@@ -1,0 +1,30 @@
+"""ComfyUI nodes of the pack: thin adapters between ComfyUI and pbe_core."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+
+log = logging.getLogger(__name__)
+
+# module -> {node id: display name}. Node ids are a public contract: never rename or remove one.
+_NODES = {
+    "loaders": {"PaintByExampleLoader": "Paint-by-Example Loader",
+                "PaintByExampleDiffusersLoader": "Paint-by-Example Loader (diffusers folder)"},
+    "encode": {"PaintByExampleEncode": "Paint-by-Example Encode (exemplar)"},
+    "mask_jitter": {"PaintByExampleMaskJitter": "Paint-by-Example Mask Jitter"},
+    "sampler": {"PaintByExampleSampler": "Paint-by-Example Sampler"},
+}
+
+NODE_CLASS_MAPPINGS = {}
+NODE_DISPLAY_NAME_MAPPINGS = {}
+
+for _module, _names in _NODES.items():
+    try:
+        _loaded = importlib.import_module(f".{_module}", __name__)
+    except Exception:  # one broken module must not take the whole pack down
+        log.exception("Paint-by-Example: the nodes %s could not be loaded", ", ".join(_names))
+        continue
+    for _id, _display in _names.items():
+        NODE_CLASS_MAPPINGS[_id] = getattr(_loaded, _id)
+        NODE_DISPLAY_NAME_MAPPINGS[_id] = _display

@@ -1,0 +1,76 @@
+"""Loader nodes: the authors' single file, or a diffusers folder -> MODEL, VAE, PBE_ENCODER."""
+
+from __future__ import annotations
+
+from ..pbe_core import CheckpointError, read_checkpoint
+from . import comfy_model, model_files
+
+_OUTPUT_TOOLTIPS = (
+    "The Paint-by-Example UNet as a native ComfyUI MODEL (its inputs are wired in PbE's order), for any "
+    "sampler, scheduler, ControlNet or LoRA.",
+    "The model's own VAE, as a native ComfyUI VAE.",
+    "The exemplar encoder (CLIP image tower + bottleneck mapper) for the Paint-by-Example Encode node.",
+)
+_ENCODER_DTYPE = (list(comfy_model.ENCODER_DTYPES), {
+    "default": "auto",
+    "tooltip": "Precision of the exemplar encoder. auto: ComfyUI's policy (fp16/bf16 on a capable GPU, fp32 on a "
+               "CPU; --fp32-text-enc and similar flags win). fp32 gives the most exact contexts.",
+})
+
+
+def _load(path: str, input_name: str, encoder_dtype: str):
+    try:
+        weights = read_checkpoint(path)
+        return (comfy_model.build_model(weights), comfy_model.build_vae(weights),
+                comfy_model.build_encoder(weights, encoder_dtype))
+    except CheckpointError as e:
+        raise ValueError(f"{input_name}: {e}") from e
+
+
+class PaintByExampleLoader:
+    DESCRIPTION = ("Loads a Paint-by-Example checkpoint (the authors' model.ckpt or a .safetensors conversion) "
+                   "from ComfyUI's checkpoints folder. Use this instead of Load Checkpoint, which does not know "
+                   "Paint-by-Example. Nothing is downloaded.")
+    CATEGORY = "loaders/paint by example"
+    RETURN_TYPES = ("MODEL", "VAE", "PBE_ENCODER")
+    RETURN_NAMES = ("model", "vae", "encoder")
+    OUTPUT_TOOLTIPS = _OUTPUT_TOOLTIPS
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "ckpt_name": (model_files.checkpoint_names(), {
+                    "tooltip": "The Paint-by-Example checkpoint, from ComfyUI/models/checkpoints. Pickled .ckpt files "
+                               "are read in weights-only mode; .safetensors is preferred."}),
+            },
+            "optional": {"encoder_dtype": _ENCODER_DTYPE},
+        }
+
+    def load(self, ckpt_name, encoder_dtype="auto"):
+        return _load(model_files.checkpoint_path(ckpt_name), "ckpt_name", encoder_dtype)
+
+
+class PaintByExampleDiffusersLoader:
+    DESCRIPTION = ("Loads a Paint-by-Example model in diffusers' folder layout (unet/, vae/, image_encoder/) from "
+                   "ComfyUI's diffusers folder. Nothing is downloaded.")
+    CATEGORY = "loaders/paint by example"
+    RETURN_TYPES = ("MODEL", "VAE", "PBE_ENCODER")
+    RETURN_NAMES = ("model", "vae", "encoder")
+    OUTPUT_TOOLTIPS = _OUTPUT_TOOLTIPS
+    FUNCTION = "load"
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model_path": (model_files.diffusers_folder_names(), {
+                    "tooltip": "A Paint-by-Example diffusers folder (with model_index.json) inside "
+                               "ComfyUI/models/diffusers."}),
+            },
+            "optional": {"encoder_dtype": _ENCODER_DTYPE},
+        }
+
+    def load(self, model_path, encoder_dtype="auto"):
+        return _load(model_files.diffusers_folder_path(model_path), "model_path", encoder_dtype)
