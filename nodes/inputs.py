@@ -23,7 +23,7 @@ def source_images(source: torch.Tensor) -> torch.Tensor:
     """IMAGE (B, H, W, C) with 1-4 channels -> RGB (B, H, W, 3); alpha is ignored."""
     with user_error("source"):
         rgb, _alpha = split_channels(source)
-    return rgb.permute(0, 2, 3, 1)
+    return rgb.permute(0, 2, 3, 1).contiguous()
 
 
 def edit_masks(mask: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -6,6 +6,7 @@ The weights are random: such a model paints noise, never a real edit. Files carr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass
@@ -40,11 +41,15 @@ class RandomPaintByExample:
     encoder_sizes: EncoderSizes
 
 
-def random_weights(size: str = "tiny", seed: int = 0) -> RandomPaintByExample:
-    """Deterministic random weights (fp32) of the given size, in LDM / pbe_core naming."""
+def random_weights(size: str = "tiny", seed: int = 0, context_dim: int | None = None) -> RandomPaintByExample:
+    """Deterministic random weights (fp32) of the given size, in LDM / pbe_core naming.
+    ``context_dim`` overrides the 768-wide context (to make a deliberately mismatched model)."""
     if size not in SIZES:
         raise ValueError(f"size must be one of {', '.join(SIZES)}, got {size!r}")
     unet_shape, vae_shape, enc_sizes = SIZES[size]
+    if context_dim is not None:
+        unet_shape = dataclasses.replace(unet_shape, context_dim=context_dim)
+        enc_sizes = dataclasses.replace(enc_sizes, context_dim=context_dim)
     gen = torch.Generator().manual_seed(seed)
     return RandomPaintByExample(
         unet=_fill(unet_tensor_shapes(unet_shape), gen),

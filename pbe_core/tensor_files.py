@@ -102,7 +102,7 @@ def _read_pickle(path: Path, keep) -> dict[str, torch.Tensor]:
                 "model, or convert this file to .safetensors with a tool you trust."
             ) from e
         raise _corrupt(path, e) from e
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+    except Exception as e:  # damaged data breaks the unpickler in many ways (IndexError, KeyError, …)
         raise _corrupt(path, e) from e
     return _flatten_tensors(obj, keep)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import random
 import shutil
 import sys
 import types
@@ -138,10 +138,11 @@ def test_truncated_files(checkpoints, tmp_path, layout):
         read_checkpoint(path)
 
 
+@pytest.mark.parametrize("seed", range(8))
 @pytest.mark.parametrize("suffix", [".safetensors", ".ckpt", ".bin"])
-def test_corrupt_files(tmp_path, suffix):
+def test_corrupt_files(tmp_path, suffix, seed):
     path = tmp_path / f"garbage{suffix}"
-    path.write_bytes(os.urandom(4096))
+    path.write_bytes(random.Random(seed).randbytes(4096))
     with pytest.raises(CheckpointError, match="garbage.*(truncated or corrupt)"):
         read_checkpoint(path)
 
