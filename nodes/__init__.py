@@ -14,6 +14,8 @@ _NODES = {
     "encode": {"PaintByExampleEncode": "Paint-by-Example Encode (exemplar)"},
     "mask_jitter": {"PaintByExampleMaskJitter": "Paint-by-Example Mask Jitter"},
     "sampler": {"PaintByExampleSampler": "Paint-by-Example Sampler"},
+    "crop_stitch": {"PaintByExampleCrop": "Paint-by-Example Crop (around mask)",
+                    "PaintByExampleStitch": "Paint-by-Example Stitch (back into source)"},
 }
 
 NODE_CLASS_MAPPINGS = {}
