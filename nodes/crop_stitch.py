@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..pbe_core.crop import CropBox, crop, plan_crop, stitch
+from ..pbe_core.crop import CropBox, crop, plan_crop, stitch_into
 from . import inputs
 
 
@@ -88,7 +88,7 @@ class PaintByExampleStitch:
 
     def stitch(self, crop, edited):
         size = crop.size
-        edited = inputs.source_images(edited)
+        edited = inputs.source_images(edited, "edited")
         if edited.shape[1:3] != (size, size):
             raise ValueError(
                 f"edited: it is {edited.shape[2]}x{edited.shape[1]} but the crop is {size}x{size}. Connect the "
@@ -98,5 +98,7 @@ class PaintByExampleStitch:
         if edited.shape[0] not in (1, count):
             raise ValueError(f"edited: it holds {edited.shape[0]} images for {count} crops; give one per crop")
         edited = edited.expand(count, -1, -1, -1)
-        out = [stitch(s, e, m, b, crop.blend) for s, e, m, b in zip(crop.source, edited, crop.mask, crop.boxes)]
-        return (torch.stack(out),)
+        out = crop.source.clone()  # the only full-size copy; each edit then changes its region alone
+        for i, box in enumerate(crop.boxes):
+            stitch_into(out[i], edited[i], crop.mask[i], box, crop.blend)
+        return (out,)

@@ -6,7 +6,6 @@ import contextlib
 
 import torch
 
-from ..pbe_core.reference import split_channels
 
 
 @contextlib.contextmanager
@@ -19,11 +18,17 @@ def user_error(input_name: str):
         raise ValueError(message if message.startswith(f"{input_name}:") else f"{input_name}: {message}") from e
 
 
-def source_images(source: torch.Tensor) -> torch.Tensor:
-    """IMAGE (B, H, W, C) with 1-4 channels -> RGB (B, H, W, 3); alpha is ignored."""
-    with user_error("source"):
-        rgb, _alpha = split_channels(source)
-    return rgb.permute(0, 2, 3, 1).contiguous()
+def source_images(source: torch.Tensor, input_name: str = "source") -> torch.Tensor:
+    """IMAGE (B, H, W, C) with 1-4 channels -> RGB (B, H, W, 3) float, values untouched (so that
+    unedited pixels come back exactly); alpha is ignored. No copy for ordinary RGB images."""
+    if not isinstance(source, torch.Tensor) or source.ndim != 4 or source.shape[-1] not in (1, 2, 3, 4):
+        shape = tuple(source.shape) if isinstance(source, torch.Tensor) else type(source).__name__
+        raise ValueError(f"{input_name}: expected an IMAGE (batch, height, width, 1 to 4 channels), got {shape}")
+    if 0 in source.shape[:3]:
+        raise ValueError(f"{input_name}: the image is empty ({tuple(source.shape)})")
+    channels = source.shape[-1]
+    rgb = source[..., :3] if channels >= 3 else source[..., :1].expand(-1, -1, -1, 3)
+    return rgb.float()
 
 
 def edit_masks(mask: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import comfy.samplers
+import torch
 import nodes as comfy_nodes
 
 from ..pbe_core.geometry import composite, pad_to_multiple
@@ -60,6 +61,8 @@ class PaintByExampleSampler:
                denoise, noise_mask=True):
         _check_model(model)
         source = inputs.source_images(source)
+        if not torch.isfinite(source).all():
+            raise ValueError("source: the image contains NaN or infinite values; check the node that made it")
         source, mask = inputs.edit_masks(mask, source)
         context_dim = model.model.model_config.unet_config.get("context_dim")
         inputs.conditioning_batch(positive, "positive", source.shape[0], context_dim)

@@ -84,13 +84,18 @@ def crop(images: torch.Tensor, box: CropBox) -> torch.Tensor:
 def stitch(source: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor, box: CropBox, blend: int) -> torch.Tensor:
     """Put an edited crop (size x size x C) back into the (H, W, C) source through the mask
     feathered outward by ``blend`` pixels. Outside that band the source is returned unchanged."""
+    out = source.clone()
+    stitch_into(out, edited, mask, box, blend)
+    return out
+
+
+def stitch_into(source: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor, box: CropBox, blend: int) -> None:
+    """:func:`stitch` writing into ``source`` itself (only the region changes): for a caller
+    that already holds its own copy of a large image."""
     height, width = source.shape[:2]
     ix0, iy0, ix1, iy1 = box.inside(height, width)
     back = resize(edited.movedim(-1, 0).float(), box.side, box.side).movedim(0, -1)
     back = back[iy0 - box.y0:iy1 - box.y0, ix0 - box.x0:ix1 - box.x0]
     alpha = feather(binarize(mask[iy0:iy1, ix0:ix1].float()), blend)[..., None].to(source.dtype)
     region = source[iy0:iy1, ix0:ix1]
-    blended = torch.where(alpha == 0, region, region * (1 - alpha) + back.to(source.dtype) * alpha)
-    out = source.clone()
-    out[iy0:iy1, ix0:ix1] = blended
-    return out
+    source[iy0:iy1, ix0:ix1] = torch.where(alpha == 0, region, region * (1 - alpha) + back.to(source.dtype) * alpha)

@@ -33,12 +33,14 @@ def find_comfyui() -> Path | None:
 class ComfyUI:
     """ComfyUI imported in this process with the pack loaded; model folders point at ``models``."""
 
-    def __init__(self, root: Path, models: Path, scratch: Path):
+    def __init__(self, root: Path, models: Path, scratch: Path, **cli_args):
         sys.path.insert(0, str(root))
         import torch
 
         import comfy.cli_args
         comfy.cli_args.args.cpu = comfy.cli_args.args.cpu or not torch.cuda.is_available()
+        for name, value in cli_args.items():  # ComfyUI's command-line options, e.g. use_pytorch_cross_attention
+            setattr(comfy.cli_args.args, name, value)
         import folder_paths
         import utils.extra_config  # noqa: F401  (must come before `nodes`, which reorders sys.path)
 
