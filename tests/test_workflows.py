@@ -1,0 +1,90 @@
+"""The example workflows: UI and API twins agree, validate against live node definitions, and run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+from workflow_ui import node_definition, ui_to_api  # noqa: E402
+
+API_FILES = sorted((ROOT / "workflows" / "api").glob("*.json"))
+FAST = {"steps": 2, "resolution": 256}  # the tiny model paints noise anyway: keep runs short
+
+
+def _definitions(comfy, prompt):
+    return {node["class_type"]: node_definition(comfy.node(node["class_type"])) for node in prompt.values()}
+
+
+def _normalized(prompt, definitions):
+    """Titles dropped; widget inputs the prompt leaves out take their defaults, as in the UI."""
+    from workflow_ui import _default, _is_widget
+
+    out = {}
+    for node_id, node in prompt.items():
+        inputs = dict(node["inputs"])
+        for name, spec in definitions[node["class_type"]]["inputs"]:
+            if name not in inputs and _is_widget(spec):
+                inputs[name] = _default(spec)
+        out[node_id] = {"class_type": node["class_type"], "inputs": inputs}
+    return out
+
+
+@pytest.fixture
+def workflow_files(comfy, tiny_model):
+    """The files the example workflows name, made from the tiny random model and synthetic images."""
+    from pbe_core import random_checkpoint
+
+    path = comfy.models / "checkpoints" / "paint_by_example.safetensors"
+    if not path.exists():
+        random_checkpoint.write_single_file(path, tiny_model)
+        comfy.clear_folder_caches()
+    inputs = comfy.scratch / "input"
+    rgba = np.zeros((768, 1024, 4), dtype=np.uint8)
+    rgba[..., :3] = np.random.default_rng(0).integers(0, 256, (768, 1024, 3))
+    rgba[..., 3] = 255
+    rgba[300:380, 600:700, 3] = 0  # LoadImage's MASK is 1 - alpha: the painted region
+    Image.fromarray(rgba).save(inputs / "pbe_large_source.png")
+    Image.fromarray(rgba[:512, :512]).save(inputs / "pbe_source.png")
+    Image.fromarray(np.full((80, 60, 3), 180, dtype=np.uint8)).save(inputs / "pbe_reference.png")
+
+
+@pytest.mark.parametrize("api_file", API_FILES, ids=lambda p: p.stem)
+def test_ui_twin_says_the_same_as_the_api_workflow(comfy, api_file):
+    prompt = json.loads(api_file.read_text())
+    ui_file = ROOT / "workflows" / api_file.name
+    assert ui_file.exists(), f"{ui_file.name}: the UI workflow is missing (run tools/workflow_ui.py)"
+    ui = json.loads(ui_file.read_text())
+    definitions = _definitions(comfy, prompt)
+    assert _normalized(ui_to_api(ui, definitions), definitions) == _normalized(prompt, definitions)
+
+
+@pytest.mark.parametrize("api_file", API_FILES, ids=lambda p: p.stem)
+def test_ui_workflow_links_are_well_typed(comfy, api_file):
+    ui = json.loads((ROOT / "workflows" / api_file.name).read_text())
+    nodes = {node["id"]: node for node in ui["nodes"]}
+    for link_id, source, slot, target, target_slot, kind in ui["links"]:
+        assert source in nodes and target in nodes, f"link {link_id} joins missing nodes"
+        source_cls = comfy.node(nodes[source]["type"])  # every node type exists
+        assert source_cls.RETURN_TYPES[slot] == kind
+        entry = nodes[target]["inputs"][target_slot]
+        spec = dict(node_definition(comfy.node(nodes[target]["type"]))["inputs"])[entry["name"]]
+        assert spec[0] == kind or spec[0] == "*", f"link {link_id}: {kind} into {entry['name']} ({spec[0]})"
+
+
+@pytest.mark.parametrize("api_file", API_FILES, ids=lambda p: p.stem)
+def test_api_workflow_validates_and_runs(comfy, workflow_files, api_file):
+    prompt = json.loads(api_file.read_text())
+    valid, error, _outputs, node_errors = comfy.validate(prompt)
+    assert valid, f"{api_file.name}: {error} {node_errors}"
+    for node in prompt.values():
+        for name, value in FAST.items():
+            if name in node["inputs"]:
+                node["inputs"][name] = value
+    comfy.run(prompt)
