@@ -27,15 +27,18 @@ def _load(path: str, input_name: str, encoder_dtype: str):
         raise ValueError(f"{input_name}: {e}") from e
 
 
-class PaintByExampleLoader:
-    DESCRIPTION = ("Loads a Paint-by-Example checkpoint (the authors' model.ckpt or a .safetensors conversion) "
-                   "from ComfyUI's checkpoints folder. Use this instead of Load Checkpoint, which does not know "
-                   "Paint-by-Example. Nothing is downloaded.")
+class _Loader:
     CATEGORY = "loaders/paint by example"
     RETURN_TYPES = ("MODEL", "VAE", "PBE_ENCODER")
     RETURN_NAMES = ("model", "vae", "encoder")
     OUTPUT_TOOLTIPS = _OUTPUT_TOOLTIPS
     FUNCTION = "load"
+
+
+class PaintByExampleLoader(_Loader):
+    DESCRIPTION = ("Loads a Paint-by-Example checkpoint (the authors' model.ckpt or a .safetensors conversion) "
+                   "from ComfyUI's checkpoints folder. Use this instead of Load Checkpoint, which does not know "
+                   "Paint-by-Example. Nothing is downloaded.")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -52,14 +55,9 @@ class PaintByExampleLoader:
         return _load(model_files.checkpoint_path(ckpt_name), "ckpt_name", encoder_dtype)
 
 
-class PaintByExampleDiffusersLoader:
+class PaintByExampleDiffusersLoader(_Loader):
     DESCRIPTION = ("Loads a Paint-by-Example model in diffusers' folder layout (unet/, vae/, image_encoder/) from "
                    "ComfyUI's diffusers folder. Nothing is downloaded.")
-    CATEGORY = "loaders/paint by example"
-    RETURN_TYPES = ("MODEL", "VAE", "PBE_ENCODER")
-    RETURN_NAMES = ("model", "vae", "encoder")
-    OUTPUT_TOOLTIPS = _OUTPUT_TOOLTIPS
-    FUNCTION = "load"
 
     @classmethod
     def INPUT_TYPES(cls):
