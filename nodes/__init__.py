@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 
 log = logging.getLogger(__name__)
@@ -16,12 +17,19 @@ _NODES = {
     "sampler": {"PaintByExampleSampler": "Paint-by-Example Sampler"},
     "crop_stitch": {"PaintByExampleCrop": "Paint-by-Example Crop (around mask)",
                     "PaintByExampleStitch": "Paint-by-Example Stitch (back into source)"},
+    "exemplars": {"PaintByExampleRegions": "Paint-by-Example Regions (several exemplars)",
+                  "PaintByExampleBlend": "Paint-by-Example Blend Exemplars",
+                  "PaintByExampleStrength": "Paint-by-Example Exemplar Strength",
+                  "PaintByExampleEncodeCLIPVision": "Paint-by-Example Encode (from CLIP Vision output)"},
 }
 
 NODE_CLASS_MAPPINGS = {}
 NODE_DISPLAY_NAME_MAPPINGS = {}
 
-for _module, _names in _NODES.items():
+# Imported outside ComfyUI (a test runner collecting the pack, a linter): register nothing, quietly.
+_IN_COMFYUI = importlib.util.find_spec("comfy") is not None and importlib.util.find_spec("folder_paths") is not None
+
+for _module, _names in _NODES.items() if _IN_COMFYUI else ():
     try:
         _loaded = importlib.import_module(f".{_module}", __name__)
     except Exception:  # one broken module must not take the whole pack down

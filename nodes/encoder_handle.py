@@ -38,5 +38,17 @@ class ExemplarEncoderHandle:
         out = mm.intermediate_device()
         return context.to(out, torch.float32), uncond.to(out, torch.float32)
 
+    def encode_hidden_states(self, last_hidden_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Like :meth:`encode`, from another CLIP tower's final hidden states (B, tokens, width):
+        this encoder's post-layernorm, mapper and projection run on them."""
+        mm.load_models_gpu([self.patcher], force_full_load=True)
+        device = self.patcher.load_device
+        with torch.no_grad():
+            embedding = self.encoder.embedding_from_hidden_states(last_hidden_state.to(device))
+            context = self.encoder.context_from_embedding(embedding)
+            uncond = self.encoder.unconditional(last_hidden_state.shape[0])
+        out = mm.intermediate_device()
+        return context.to(out, torch.float32), uncond.to(out, torch.float32)
+
     def __repr__(self) -> str:
         return f"PaintByExampleEncoder({self.source}, context {self.context_dim})"

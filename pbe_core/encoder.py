@@ -134,6 +134,12 @@ class ExemplarEncoder(nn.Module):
         dtype = self.proj_out.weight.dtype
         return self.transformer(pixel_values=pixels.to(dtype)).pooler_output
 
+    def embedding_from_hidden_states(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
+        """CLIP's final-layer hidden states (B, tokens, width), before its post-layernorm, from
+        another implementation of the same tower -> the pooled embedding this encoder uses."""
+        tower = getattr(self.transformer, "vision_model", self.transformer)  # transformers 4 / 5
+        return tower.post_layernorm(last_hidden_state[:, 0].to(self.proj_out.weight.dtype))
+
     def context_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
         """Mapper -> final layer norm -> projection; (B, clip_width) -> (B, 1, context_dim)."""
         z = self.mapper(embedding.to(self.proj_out.weight.dtype)[:, None, :])
