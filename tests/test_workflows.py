@@ -51,8 +51,15 @@ def workflow_files(comfy, tiny_model):
     rgba[..., 3] = 255
     rgba[300:380, 600:700, 3] = 0  # LoadImage's MASK is 1 - alpha: the painted region
     Image.fromarray(rgba).save(inputs / "pbe_large_source.png")
-    Image.fromarray(rgba[:512, :512]).save(inputs / "pbe_source.png")
+    source = rgba[:256, :256].copy()
+    source[96:160, 64:192, 3] = 0
+    Image.fromarray(source).save(inputs / "pbe_source.png")
+    for index, (x0, x1) in enumerate(((48, 128), (128, 208)), start=1):  # two side-by-side regions
+        region = np.full((256, 256, 4), 255, dtype=np.uint8)
+        region[80:176, x0:x1, 3] = 0
+        Image.fromarray(region).save(inputs / f"pbe_region_{index}.png")
     Image.fromarray(np.full((80, 60, 3), 180, dtype=np.uint8)).save(inputs / "pbe_reference.png")
+    Image.fromarray(np.full((60, 80, 3), 60, dtype=np.uint8)).save(inputs / "pbe_reference_2.png")
 
 
 @pytest.mark.parametrize("api_file", API_FILES, ids=lambda p: p.stem)
