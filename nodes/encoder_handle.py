@@ -28,25 +28,23 @@ class ExemplarEncoderHandle:
 
     def encode(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Preprocessed references (B, 3, S, S) -> (contexts, unconditional), each (B, 1, dim),
-        on ComfyUI's intermediate device. ComfyUI loads the encoder first (plain torch layers
-        cannot be partially loaded, hence the full load) and may offload it afterwards."""
-        mm.load_models_gpu([self.patcher], force_full_load=True)
-        device = self.patcher.load_device
-        with torch.no_grad():
-            context = self.encoder(pixels.to(device))
-            uncond = self.encoder.unconditional(pixels.shape[0])
-        out = mm.intermediate_device()
-        return context.to(out, torch.float32), uncond.to(out, torch.float32)
+        on ComfyUI's intermediate device."""
+        return self._run(lambda encoder, device: encoder(pixels.to(device)), pixels.shape[0])
 
     def encode_hidden_states(self, last_hidden_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Like :meth:`encode`, from another CLIP tower's final hidden states (B, tokens, width):
         this encoder's post-layernorm, mapper and projection run on them."""
+        def compute(encoder, device):
+            return encoder.context_from_embedding(encoder.embedding_from_hidden_states(last_hidden_state.to(device)))
+        return self._run(compute, last_hidden_state.shape[0])
+
+    def _run(self, compute, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        # ComfyUI loads the encoder first (plain torch layers cannot be partially loaded, hence the
+        # full load) and may offload it afterwards.
         mm.load_models_gpu([self.patcher], force_full_load=True)
-        device = self.patcher.load_device
         with torch.no_grad():
-            embedding = self.encoder.embedding_from_hidden_states(last_hidden_state.to(device))
-            context = self.encoder.context_from_embedding(embedding)
-            uncond = self.encoder.unconditional(last_hidden_state.shape[0])
+            context = compute(self.encoder, self.patcher.load_device)
+            uncond = self.encoder.unconditional(batch)
         out = mm.intermediate_device()
         return context.to(out, torch.float32), uncond.to(out, torch.float32)
 
