@@ -59,6 +59,9 @@ class PaintByExampleCrop:
         }
 
     def crop(self, source, mask, context, resolution, blend):
+        inputs.check_range("context", context, 1.0, 10.0)
+        inputs.check_range("resolution", resolution, 64, 2048)
+        inputs.check_range("blend", blend, 0, 512)
         source = inputs.source_images(source)
         source, mask = inputs.edit_masks(mask, source)
         with inputs.user_error("context"):

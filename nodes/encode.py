@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..pbe_core import PREPROCESS_MODES, prepare_references
-from .inputs import user_error
+from .inputs import check_range, user_error
 
 
 class PaintByExampleEncode:
@@ -44,6 +44,9 @@ class PaintByExampleEncode:
         }
 
     def encode(self, encoder, reference, preprocess, reference_mask=None, margin=10):
+        check_range("margin", margin, 0, 512)
+        if preprocess not in PREPROCESS_MODES:
+            raise ValueError(f"preprocess: {preprocess!r} is not one of {', '.join(PREPROCESS_MODES)}")
         with user_error("reference"):
             pixels = prepare_references(reference, preprocess, size=encoder.image_size, mask=reference_mask,
                                         margin=margin)

@@ -7,7 +7,7 @@ import torch
 
 from ..pbe_core.exemplar_mix import apply_strength, blend_contexts
 from ..pbe_core.masks import as_batch
-from .inputs import user_error
+from .inputs import check_range, user_error
 
 MAX_EXEMPLARS = 4
 
@@ -138,6 +138,7 @@ class PaintByExampleStrength:
         }}
 
     def apply(self, positive, negative, strength):
+        check_range("strength", strength, 0.0, 3.0)
         uncond = _contexts(negative, "negative")
         out = []
         for context, options in positive:

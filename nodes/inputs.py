@@ -18,6 +18,12 @@ def user_error(input_name: str):
         raise ValueError(message if message.startswith(f"{input_name}:") else f"{input_name}: {message}") from e
 
 
+def check_range(input_name: str, value, low, high) -> None:
+    """Headless users (the API) are not held to the UI's limits: check them here too."""
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f"{input_name}: {value!r} is out of range; use a value from {low} to {high}")
+
+
 def source_images(source: torch.Tensor, input_name: str = "source") -> torch.Tensor:
     """IMAGE (B, H, W, C) with 1-4 channels -> RGB (B, H, W, 3) float, values untouched (so that
     unedited pixels come back exactly); alpha is ignored. No copy for ordinary RGB images."""

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from ..pbe_core import JitterSettings, jitter_masks
 from ..pbe_core.mask_jitter import SHAPES
+import torch
+
+from . import inputs
 from .inputs import user_error
 
 
@@ -45,6 +48,10 @@ class PaintByExampleMaskJitter:
         }
 
     def jitter(self, mask, seed, extend_min, extend_max, point_jitter, points_per_side, shape, batch_size=1):
+        inputs.check_range("seed", seed, 0, 0xFFFFFFFFFFFFFFFF)
+        inputs.check_range("batch_size", batch_size, 1, 256)
+        if not isinstance(mask, torch.Tensor) or mask.ndim not in (2, 3):
+            raise ValueError("mask: expected a MASK (height x width, or a batch of them)")
         settings = JitterSettings(extend_min=extend_min, extend_max=extend_max, point_jitter=point_jitter,
                                   points_per_side=points_per_side, shape=shape)
         masks = mask if mask.ndim == 3 else mask[None]

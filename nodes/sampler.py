@@ -60,6 +60,10 @@ class PaintByExampleSampler:
     def sample(self, model, vae, positive, negative, source, mask, seed, steps, cfg, sampler_name, scheduler,
                denoise, noise_mask=True):
         _check_model(model)
+        inputs.check_range("steps", steps, 1, 10000)
+        inputs.check_range("cfg", cfg, 0.0, 100.0)
+        inputs.check_range("denoise", denoise, 0.0, 1.0)
+        inputs.check_range("seed", seed, 0, 0xFFFFFFFFFFFFFFFF)
         source = inputs.source_images(source)
         if not torch.isfinite(source).all():
             raise ValueError("source: the image contains NaN or infinite values; check the node that made it")

@@ -52,6 +52,8 @@ def jitter_masks(masks: torch.Tensor, seed: int, settings: JitterSettings = Jitt
     corners by a few pixels; nothing the artist masked is left out) and stays inside the image.
     """
     settings.validate()
+    if int(seed) < 0:
+        raise ValueError(f"seed must be 0 or more, got {seed}")
     batch = as_batch(masks)
     out = torch.empty_like(batch)
     for i, mask in enumerate(batch):
