@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -44,6 +46,14 @@ def workflow_files(comfy, tiny_model):
     path = comfy.models / "checkpoints" / "paint_by_example.safetensors"
     if not path.exists():
         random_checkpoint.write_single_file(path, tiny_model)
+        comfy.clear_folder_caches()
+    controlnet = comfy.models / "controlnet" / "control_v11p_sd15_canny.pth"
+    if not controlnet.exists():
+        from test_comfy_nodes import _load, _tiny_controlnet
+
+        name = _tiny_controlnet(comfy, _load(comfy)[0])
+        sd = load_file(comfy.models / "controlnet" / name)
+        torch.save(sd, controlnet)  # a pickled .pth, as ControlNet 1.1 files are
         comfy.clear_folder_caches()
     inputs = comfy.scratch / "input"
     rgba = np.zeros((768, 1024, 4), dtype=np.uint8)

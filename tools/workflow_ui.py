@@ -150,6 +150,7 @@ def renumber(prompt: dict) -> dict:
 
 MODEL_FILES = {
     "PaintByExampleLoader": [{"name": "paint_by_example.safetensors", "directory": "checkpoints"}],
+    "ControlNetLoader": [{"name": "control_v11p_sd15_canny.pth", "directory": "controlnet"}],
 }
 
 
