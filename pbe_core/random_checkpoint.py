@@ -118,23 +118,16 @@ def _lightning_checkpoint(sd: dict[str, torch.Tensor]) -> dict:
     }
 
 
-def write_diffusers_folder(
-    folder: str | Path,
-    model: RandomPaintByExample,
-    dtype: torch.dtype = torch.float32,
-    weights_format: str = "safetensors",
-) -> Path:
-    """A diffusers ``PaintByExamplePipeline`` folder, converted with diffusers' own converters
-    (as the published folder was). Needs the ``diffusers`` package (a test dependency)."""
+def diffusers_parts(model: RandomPaintByExample) -> dict[str, tuple[str, dict, dict[str, torch.Tensor]]]:
+    """{"unet" | "vae" | "image_encoder": (class name, config, weights)} in diffusers' layout, the
+    UNet and VAE converted with diffusers' own converters (as the published folder was). Needs
+    the ``diffusers`` package (a test dependency)."""
     try:
         from diffusers.loaders.single_file_utils import (convert_ldm_unet_checkpoint, convert_ldm_vae_checkpoint,
                                                          create_unet_diffusers_config_from_ldm,
                                                          create_vae_diffusers_config_from_ldm)
     except ImportError as e:
         raise ImportError("writing a diffusers folder needs the diffusers package: pip install diffusers") from e
-    if weights_format not in ("safetensors", "bin"):
-        raise ValueError("weights_format must be 'safetensors' or 'bin'")
-    folder = Path(folder)
     original = {"model": {"params": {
         "scale_factor": LATENT_SCALE,
         "unet_config": {"params": model.unet_shape.ldm_params()},
@@ -143,14 +136,27 @@ def write_diffusers_folder(
     full = layouts.join_single_file(model.unet, model.vae, {})
     unet_config = create_unet_diffusers_config_from_ldm(original, full)
     vae_config = create_vae_diffusers_config_from_ldm(original, full)
-    parts = {
-        "unet": ("UNet2DConditionModel", unet_config, convert_ldm_unet_checkpoint(full, unet_config), "diffusion_pytorch_model"),
-        "vae": ("AutoencoderKL", vae_config, convert_ldm_vae_checkpoint(full, vae_config), "diffusion_pytorch_model"),
+    return {
+        "unet": ("UNet2DConditionModel", unet_config, convert_ldm_unet_checkpoint(full, unet_config)),
+        "vae": ("AutoencoderKL", vae_config, convert_ldm_vae_checkpoint(full, vae_config)),
         "image_encoder": ("PaintByExampleImageEncoder", _image_encoder_config(model.encoder_sizes),
-                          layouts.encoder_to_diffusers(model.encoder),
-                          "model" if weights_format == "safetensors" else "pytorch_model"),
+                          layouts.encoder_to_diffusers(model.encoder)),
     }
-    for name, (cls, config, sd, stem) in parts.items():
+
+
+def write_diffusers_folder(
+    folder: str | Path,
+    model: RandomPaintByExample,
+    dtype: torch.dtype = torch.float32,
+    weights_format: str = "safetensors",
+) -> Path:
+    """A diffusers ``PaintByExamplePipeline`` folder (see :func:`diffusers_parts`)."""
+    if weights_format not in ("safetensors", "bin"):
+        raise ValueError("weights_format must be 'safetensors' or 'bin'")
+    folder = Path(folder)
+    for name, (cls, config, sd) in diffusers_parts(model).items():
+        stem = "diffusion_pytorch_model" if name != "image_encoder" else (
+            "model" if weights_format == "safetensors" else "pytorch_model")
         part = folder / name
         part.mkdir(parents=True, exist_ok=True)
         (part / "config.json").write_text(json.dumps({"_class_name": cls, **config}, indent=2))
