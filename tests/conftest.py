@@ -8,6 +8,22 @@ import torch
 from pbe_core import random_checkpoint
 
 
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def report():
+    """Record a measured figure; all of them are printed at the end of the run."""
+    return _FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _FIGURES:
+        terminalreporter.section("measured figures")
+        for line in _FIGURES:
+            terminalreporter.write_line(line)
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     return random_checkpoint.random_weights("tiny", seed=0)

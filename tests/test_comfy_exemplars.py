@@ -130,7 +130,7 @@ def _tiny_clip_vision(comfy, tiny_model, monkeypatch):
     return model
 
 
-def test_clip_vision_path_equals_paint_by_example_encode(comfy, tiny_model, monkeypatch):
+def test_clip_vision_path_equals_paint_by_example_encode(comfy, tiny_model, monkeypatch, report):
     _model, _vae, encoder = _load(comfy)
     clip_vision = _tiny_clip_vision(comfy, tiny_model, monkeypatch)
     # a 224 x 224 reference on the 8-bit grid: both paths see the same pixels (no resampling needed)
@@ -139,7 +139,7 @@ def test_clip_vision_path_equals_paint_by_example_encode(comfy, tiny_model, monk
     positive, negative = comfy.node("PaintByExampleEncodeCLIPVision")().encode(encoder, output)
     direct_positive, direct_negative = comfy.node("PaintByExampleEncode")().encode(encoder, reference, "stretch")
     difference = (positive[0][0] - direct_positive[0][0]).abs().max().item()
-    print(f"CLIP-vision path vs PaintByExampleEncode: max |diff| = {difference:.2e}")
+    report(f"CLIP-vision path vs PaintByExampleEncode: max |diff| = {difference:.2e}")
     assert positive[0][0].shape == (2, 1, 768) and difference <= 1e-4
     assert torch.equal(negative[0][0], direct_negative[0][0])
 

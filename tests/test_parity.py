@@ -116,17 +116,17 @@ def _run_both(comfy, model_name, parts, steps, height=64, width=96, box=(24, 16,
     }
 
 
-def _report(label, figures):
-    print(f"parity {label}: context {figures['context']:.2e}, uncond {figures['uncond']:.2e}, "
+def _report(report, label, figures):
+    report(f"parity {label}: context {figures['context']:.2e}, uncond {figures['uncond']:.2e}, "
           f"latent {figures['latent']:.2e} (latent max {figures['scale']:.2f}), image {figures['image']:.2e}")
 
 
-def test_tiny_parity_one_step_and_ten_steps(comfy, tiny_model):
+def test_tiny_parity_one_step_and_ten_steps(comfy, tiny_model, report):
     parts = random_checkpoint.diffusers_parts(tiny_model)
     one = _run_both(comfy, "pbe_tiny.safetensors", parts, steps=1)
-    _report("tiny, 1 step (one classifier-free-guided prediction)", one)
+    _report(report, "tiny, 1 step (one classifier-free-guided prediction)", one)
     ten = _run_both(comfy, "pbe_tiny.safetensors", parts, steps=10)
-    _report("tiny, 10 steps (full run)", ten)
+    _report(report, "tiny, 10 steps (full run)", ten)
     for figures in (one, ten):
         assert figures["context"] <= 1e-5 and figures["uncond"] <= 1e-5
     assert one["latent"] <= 1e-4, "one guided prediction (x0 = x - sigma * eps, at the first sigma)"
@@ -141,11 +141,11 @@ BREAKS = {
 
 
 @pytest.mark.parametrize("break_name", list(BREAKS))
-def test_parity_fails_when_the_unet_input_is_wrong(comfy, tiny_model, break_name):
+def test_parity_fails_when_the_unet_input_is_wrong(comfy, tiny_model, break_name, report):
     """The comparison is sharp: feeding the UNet a wrong channel order or mask polarity breaks it."""
     figures = _run_both(comfy, "pbe_tiny.safetensors", random_checkpoint.diffusers_parts(tiny_model), steps=1,
                         breaker=BREAKS[break_name])
-    _report(f"tiny, 1 step, deliberately broken: {break_name}", figures)
+    _report(report, f"tiny, 1 step, deliberately broken: {break_name}", figures)
     assert figures["latent"] > 1e-2
 
 
@@ -161,12 +161,12 @@ def full_size(comfy, tmp_path_factory):
     path.unlink()
 
 
-def test_full_size_parity_one_step(comfy, full_size):
+def test_full_size_parity_one_step(comfy, full_size, report):
     import comfy.model_management as mm
 
     figures = _run_both(comfy, "pbe_full_random.safetensors", full_size, steps=1, height=64, width=64,
                         box=(16, 16, 48, 48))
     mm.unload_all_models()  # do not keep a full-size model loaded for the rest of the session
-    _report("full size, 1 step at 64x64", figures)
+    _report(report, "full size, 1 step at 64x64", figures)
     assert figures["context"] <= 1e-5 and figures["uncond"] <= 1e-5
     assert figures["latent"] <= 1e-4

@@ -48,9 +48,8 @@ def _default(spec):
     return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(spec[0])
 
 
-def api_to_ui(prompt: dict, definitions: dict, models: dict | None = None) -> dict:
-    """``definitions``: class_type -> node_definition(). ``models``: class_type -> list of
-    {"name", "directory"} the node expects (shown by ComfyUI when a file is missing)."""
+def api_to_ui(prompt: dict, definitions: dict) -> dict:
+    """``definitions``: class_type -> node_definition()."""
     ids = {node_id: i + 1 for i, node_id in enumerate(prompt)}
     depth = {node_id: _depth(prompt, node_id, {}) for node_id in prompt}
     nodes, links, rows = [], [], {}
@@ -85,8 +84,6 @@ def api_to_ui(prompt: dict, definitions: dict, models: dict | None = None) -> di
         column = depth[node_id]
         rows[column] = rows.get(column, 0) + 1
         properties = {"Node name for S&R": node["class_type"]}
-        if models and node["class_type"] in models:
-            properties["models"] = models[node["class_type"]]
         nodes.append({
             "id": ids[node_id], "type": node["class_type"],
             "pos": [60 + 380 * column, 60 + 330 * (rows[column] - 1)], "size": [340, 260],
@@ -101,7 +98,17 @@ def api_to_ui(prompt: dict, definitions: dict, models: dict | None = None) -> di
         for output in node["outputs"]:
             output["links"] = out_links.get((node["id"], output["slot_index"]), [])
     return {"last_node_id": len(nodes), "last_link_id": len(links), "nodes": sorted(nodes, key=lambda n: n["id"]),
-            "links": links, "groups": [], "config": {}, "extra": {}, "version": 0.4}
+            "links": links, "groups": [], "config": {}, "extra": {"ds": _fit_view(nodes)}, "version": 0.4}
+
+
+def _fit_view(nodes, width=1400, height=800, margin=40, top=70) -> dict:
+    """The canvas view (LiteGraph's ds) that shows the whole graph in a typical browser window."""
+    x0 = min(n["pos"][0] for n in nodes)
+    y0 = min(n["pos"][1] for n in nodes)
+    x1 = max(n["pos"][0] + n["size"][0] for n in nodes)
+    y1 = max(n["pos"][1] + n["size"][1] for n in nodes)
+    scale = min((width - 2 * margin) / (x1 - x0), (height - top - margin) / (y1 - y0), 1.0)
+    return {"scale": round(scale, 4), "offset": [round(margin / scale - x0, 1), round(top / scale - y0, 1)]}
 
 
 def _depth(prompt, node_id, memo) -> int:
@@ -148,12 +155,6 @@ def renumber(prompt: dict) -> dict:
     return out
 
 
-MODEL_FILES = {
-    "PaintByExampleLoader": [{"name": "paint_by_example.safetensors", "directory": "checkpoints"}],
-    "ControlNetLoader": [{"name": "control_v11p_sd15_canny.pth", "directory": "controlnet"}],
-}
-
-
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
     sys.path[:0] = [str(root), str(root / "tests")]
@@ -170,7 +171,7 @@ def main() -> None:
         prompt = renumber(json.loads(api_file.read_text()))
         api_file.write_text(json.dumps(prompt, indent=2) + "\n")
         definitions = {n["class_type"]: node_definition(comfy.node(n["class_type"])) for n in prompt.values()}
-        ui = api_to_ui(prompt, definitions, MODEL_FILES)
+        ui = api_to_ui(prompt, definitions)
         (root / "workflows" / api_file.name).write_text(json.dumps(ui, indent=2) + "\n")
         print(f"wrote workflows/{api_file.name}")
 
