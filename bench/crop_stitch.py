@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,8 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from comfyui import NO_COMFYUI, ComfyUI, find_comfyui  # noqa: E402
-from pbe_core import random_checkpoint  # noqa: E402
+from comfyui import comfyui_with_random_model  # noqa: E402
 
 
 def main() -> None:
@@ -32,15 +30,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--resolution", type=int, default=512)
     args = parser.parse_args()
-    root = find_comfyui()
-    if root is None:
-        sys.exit(NO_COMFYUI)
-    work = Path(tempfile.mkdtemp(prefix="pbe_bench_"))
-    model = random_checkpoint.random_weights(args.size, seed=0)
-    random_checkpoint.write_single_file(work / "models" / "checkpoints" / "pbe.safetensors", model)
     # PyTorch's attention kernel, as ComfyUI uses on GPUs (on a CPU it would otherwise pick its slow
     # sub-quadratic fallback); it is the same for both sources, so it does not bias the ratio.
-    comfy = ComfyUI(root, work / "models", work / "scratch", use_pytorch_cross_attention=True)
+    comfy = comfyui_with_random_model("pbe_bench_", args.size, use_pytorch_cross_attention=True)
     unet, vae, encoder = comfy.node("PaintByExampleLoader")().load("pbe.safetensors")
     positive, negative = comfy.node("PaintByExampleEncode")().encode(encoder, torch.rand(1, 224, 224, 3), "stretch")
     crop_node, sampler, stitch_node = (comfy.node(n)() for n in

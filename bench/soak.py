@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import gc
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -21,8 +20,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from comfyui import NO_COMFYUI, ComfyUI, find_comfyui  # noqa: E402
-from pbe_core import random_checkpoint  # noqa: E402
+from comfyui import comfyui_with_random_model  # noqa: E402
 
 
 def main() -> None:
@@ -30,13 +28,7 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=200)
     parser.add_argument("--every", type=int, default=20)
     args = parser.parse_args()
-    root = find_comfyui()
-    if root is None:
-        sys.exit(NO_COMFYUI)
-    work = Path(tempfile.mkdtemp(prefix="pbe_soak_"))
-    random_checkpoint.write_single_file(work / "models" / "checkpoints" / "pbe.safetensors",
-                                        random_checkpoint.random_weights("tiny", 0))
-    comfy = ComfyUI(root, work / "models", work / "scratch", use_pytorch_cross_attention=True)
+    comfy = comfyui_with_random_model("pbe_soak_", use_pytorch_cross_attention=True)
     model, vae, encoder = comfy.node("PaintByExampleLoader")().load("pbe.safetensors")
     encode, sampler = comfy.node("PaintByExampleEncode")(), comfy.node("PaintByExampleSampler")()
     crop, stitch = comfy.node("PaintByExampleCrop")(), comfy.node("PaintByExampleStitch")()

@@ -103,3 +103,19 @@ def _outputs(executor, node_id):
         raise AssertionError(f"node {node_id} produced no output")
     outputs = entry.outputs if hasattr(entry, "outputs") else entry
     return tuple(values[0] for values in outputs)
+
+
+def comfyui_with_random_model(prefix: str, size: str = "tiny", **cli_args) -> ComfyUI:
+    """For scripts (benchmarks): ComfyUI in this process with a random model as
+    checkpoints/pbe.safetensors, in a fresh scratch folder. Exits with a reason without ComfyUI."""
+    import tempfile
+
+    from pbe_core import random_checkpoint
+
+    root = find_comfyui()
+    if root is None:
+        sys.exit(NO_COMFYUI)
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    random_checkpoint.write_single_file(work / "models" / "checkpoints" / "pbe.safetensors",
+                                        random_checkpoint.random_weights(size, seed=0))
+    return ComfyUI(root, work / "models", work / "scratch", **cli_args)

@@ -14,7 +14,6 @@ from safetensors.torch import load_file, save_file
 
 from pbe_core import CheckpointError, read_checkpoint
 from pbe_core import layouts
-from pbe_core.random_checkpoint import write_single_file
 
 SINGLE_FILES = ["safetensors", "ckpt", "safetensors_fp16", "safetensors_bf16"]
 DTYPES = {"safetensors_fp16": torch.float16, "safetensors_bf16": torch.bfloat16}

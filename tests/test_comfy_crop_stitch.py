@@ -7,8 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from test_comfy_nodes import _load
-
 
 def _large_scene(comfy, height=3072, width=4096, box=(3000, 500, 3090, 560)):
     yy, xx = np.mgrid[0:height, 0:width]

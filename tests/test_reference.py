@@ -110,7 +110,6 @@ def test_one_mask_per_reference_in_a_batch():
 
 def test_matches_diffusers_clip_image_processor_on_center_crop():
     transformers = pytest.importorskip("transformers")
-    np = pytest.importorskip("numpy")
     processor = transformers.CLIPImageProcessor(
         size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224},
         image_mean=list(CLIP_MEAN), image_std=list(CLIP_STD))
