@@ -6,7 +6,7 @@ weights (hosts' own VAE detection only knows the real widths).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -218,10 +218,6 @@ def vae_shape_from_weights(sd: dict[str, torch.Tensor]) -> VAEShape:
         )
     except KeyError as e:
         raise CheckpointError(f"the VAE weights are incomplete ({e.args[0]} is missing)") from e
-
-
-def shape_dict(shape) -> dict:
-    return asdict(shape)
 
 
 def _linear(shapes, name, fan_in, fan_out, bias=True):
