@@ -30,9 +30,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--resolution", type=int, default=512)
     args = parser.parse_args()
-    # PyTorch's attention kernel, as ComfyUI uses on GPUs (on a CPU it would otherwise pick its slow
-    # sub-quadratic fallback); it is the same for both sources, so it does not bias the ratio.
-    comfy = comfyui_with_random_model("pbe_bench_", args.size, use_pytorch_cross_attention=True)
+    comfy = comfyui_with_random_model("pbe_bench_", args.size)
     unet, vae, encoder = comfy.node("PaintByExampleLoader")().load("pbe.safetensors")
     positive, negative = comfy.node("PaintByExampleEncode")().encode(encoder, torch.rand(1, 224, 224, 3), "stretch")
     crop_node, sampler, stitch_node = (comfy.node(n)() for n in

@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--edits", type=int, default=200)
     parser.add_argument("--every", type=int, default=20)
     args = parser.parse_args()
-    comfy = comfyui_with_random_model("pbe_soak_", use_pytorch_cross_attention=True)
+    comfy = comfyui_with_random_model("pbe_soak_")
     model, vae, encoder = comfy.node("PaintByExampleLoader")().load("pbe.safetensors")
     encode, sampler = comfy.node("PaintByExampleEncode")(), comfy.node("PaintByExampleSampler")()
     crop, stitch = comfy.node("PaintByExampleCrop")(), comfy.node("PaintByExampleStitch")()

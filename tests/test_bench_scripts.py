@@ -1,0 +1,36 @@
+"""The benchmarks keep working (they are run by people, not timed here): each runs on the tiny model
+with a step or two and must print its figures."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from comfyui import NO_COMFYUI, find_comfyui
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+def _run(script: str, *args: str, tmp_path: Path) -> str:
+    if find_comfyui() is None:
+        pytest.skip(NO_COMFYUI)
+    pytest.importorskip("diffusers")
+    done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
+                          timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def test_vs_diffusers_prints_every_figure(tmp_path):
+    out = _run("vs_diffusers.py", "--model", "tiny", "--sizes", "64", "128", "--steps", "2", "--repeats", "1",
+               "--crop-repeats", "1", "--work", str(tmp_path / "work"), tmp_path=tmp_path)
+    for size in (64, 128):
+        assert f"{size}x{size}: wall " in out
+        assert f"{size} diffusers" in out and f"{size} ours" in out
+    assert "peak memory" in out and "encoder share" in out
+    assert "first (64x64): encoder" in out and "new reference (128x128): encoder" in out
+    assert "cached 64 (64x64): encoder 0.000 s" in out  # served by ComfyUI's graph cache
+    assert "4096x3072 source" in out and "ratio" in out
