@@ -34,3 +34,13 @@ def test_vs_diffusers_prints_every_figure(tmp_path):
     assert "first (64x64): encoder" in out and "new reference (128x128): encoder" in out
     assert "cached 64 (64x64): encoder 0.000 s" in out  # served by ComfyUI's graph cache
     assert "4096x3072 source" in out and "ratio" in out
+
+
+def test_crop_stitch_prints_the_ratio(tmp_path):
+    out = _run("crop_stitch.py", "--steps", "1", "--repeats", "1", "--resolution", "128", tmp_path=tmp_path)
+    assert "ratio 4096x3072 / 512x512:" in out
+
+
+def test_soak_prints_resident_memory(tmp_path):
+    out = _run("soak.py", "--edits", "2", "--every", "1", tmp_path=tmp_path)
+    assert out.count("MiB") >= 2
