@@ -17,7 +17,7 @@ ComfyUI's cache serves the encoder), steps per second, the peak resident memory 
 512 vs a 4096x3072 source through Crop -> Sampler -> Stitch.
 
     python bench/vs_diffusers.py [--sizes 256 512] [--steps 20] [--repeats 3] [--layout ckpt]
-                                 [--work DIR] [--attention default|pytorch] [--device cpu|cuda]
+                                 [--work DIR] [--attention default|quad] [--device cpu|cuda]
 
 Goals on a CPU: wall time ours/diffusers <= 0.85 and peak memory <= 0.9 at both sizes; the encoder
 <= 2% of a 20-step run.

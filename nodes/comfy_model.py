@@ -52,6 +52,8 @@ def build_model(weights: PaintByExampleWeights) -> comfy.model_patcher.ModelPatc
     patcher = patcher.clone()  # the concat order is set on a clone, as on any shared MODEL
     patcher.add_object_patch("concat_keys", PBE_CONCAT_KEYS)
     if _cpu_fallback_attention(load_device):
+        log.info("Paint-by-Example: PyTorch attention for this model on the CPU (faster than the sub-quadratic "
+                 "fallback; start ComfyUI with --use-quad-cross-attention to keep that one)")
         patcher.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = _pytorch_attention
     return patcher
 
@@ -64,11 +66,7 @@ def _cpu_fallback_attention(device: torch.device) -> bool:
     args = comfy.cli_args.args
     explicit = args.use_split_cross_attention or args.use_quad_cross_attention
     chosen = comfy_attention.optimized_attention is comfy_attention.attention_sub_quad
-    if device.type == "cpu" and chosen and not explicit:
-        log.info("Paint-by-Example: PyTorch attention for this model on the CPU (faster than the sub-quadratic "
-                 "fallback; start ComfyUI with --use-quad-cross-attention to keep that one)")
-        return True
-    return False
+    return device.type == "cpu" and chosen and not explicit
 
 
 def _pytorch_attention(_chosen, *args, **kwargs):
