@@ -30,7 +30,7 @@ def test_vs_diffusers_prints_every_figure(tmp_path):
     for size in (64, 128):
         assert f"{size}x{size}: wall " in out
         assert f"{size} diffusers" in out and f"{size} ours" in out
-    assert "peak memory" in out and "encoder share" in out
+    assert "peak memory" in out and "not file-backed" in out and "encoder share" in out
     assert "first (64x64): encoder" in out and "new reference (128x128): encoder" in out
     assert "cached 64 (64x64): encoder 0.000 s" in out  # served by ComfyUI's graph cache
     assert "4096x3072 source" in out and "ratio" in out

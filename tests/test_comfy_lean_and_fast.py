@@ -1,5 +1,5 @@
 """What keeps the pack lean and fast inside ComfyUI (the figures are in bench/vs_diffusers.py):
-the UNet is handed the checkpoint's own tensors instead of a copy, and on a CPU attention runs in
+the UNet and the VAE are handed the checkpoint's own tensors instead of copies, and on a CPU attention runs in
 PyTorch's kernel instead of ComfyUI's sub-quadratic fallback, with the same result."""
 
 from __future__ import annotations
@@ -37,15 +37,25 @@ def test_unet_is_handed_the_checkpoint_tensors_not_a_copy(comfy):
     assert not any(p.is_meta for p in parameters)
 
 
+def test_vae_is_handed_the_checkpoint_tensors_not_a_copy(comfy):
+    pbe_core, comfy_model = _pack(comfy, "pbe_core"), _pack(comfy, "nodes.comfy_model")
+    weights = pbe_core.read_checkpoint(comfy.models / "checkpoints" / "pbe_tiny.safetensors")
+    read = {tensor.data_ptr() for tensor in weights.vae.values()}
+    vae = comfy_model.build_vae(weights)
+    parameters = list(vae.first_stage_model.parameters())
+    assert parameters and all(p.data_ptr() in read for p in parameters)
+    assert next(iter(parameters)).dtype == vae.vae_dtype
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
-def test_unet_from_a_ckpt_lives_in_the_memory_mapped_file(comfy):
-    """The authors' .ckpt (12.6 GB with its training state) is mapped, not read: the UNet's weights are
-    the file's own pages, and the EMA copies and optimizer state are never touched."""
+def test_unet_and_vae_from_a_ckpt_live_in_the_memory_mapped_file(comfy):
+    """The authors' .ckpt (12.6 GB with its training state) is mapped, not read: the UNet's and the
+    VAE's weights are the file's own pages, and the EMA copies and optimizer state are never touched."""
     path = (comfy.models / "checkpoints" / "pbe_tiny.ckpt").resolve()
-    model, _vae, _encoder = comfy.node("PaintByExampleLoader")().load("pbe_tiny.ckpt")
+    model, vae, _encoder = comfy.node("PaintByExampleLoader")().load("pbe_tiny.ckpt")
     ranges = _mapped_ranges(path)
     assert ranges, "the checkpoint is not memory-mapped"
-    for parameter in model.model.diffusion_model.parameters():
+    for parameter in [*model.model.diffusion_model.parameters(), *vae.first_stage_model.parameters()]:
         assert any(start <= parameter.data_ptr() < end for start, end in ranges)
 
 
