@@ -13,9 +13,9 @@ uncond batched) per step. For each size it prints the load time, the first run, 
 --repeats warm runs (a new seed each, so the sampler really runs; the reference is unchanged, so
 ComfyUI's cache serves the encoder), steps per second, the peak resident memory of each side at
 each size (VmHWM, reset before each side and each size; the first size includes loading) with the
-part of it that is the weights' memory-mapped file pages, and the ratios ours/diffusers. Then the encoder's share of a run
-(first run, a new reference on a warm model, and a cached re-run) and the cost of an edit on a
-512 vs a 4096x3072 source through Crop -> Sampler -> Stitch.
+part of it that is the weights' memory-mapped file pages, and the ratios ours/diffusers. Then the
+encoder's share of a run (first run, a new reference on a warm model, and a cached re-run) and the
+cost of an edit on a 512 vs a 4096x3072 source through Crop -> Sampler -> Stitch.
 
     python bench/vs_diffusers.py [--sizes 256 512] [--steps 20] [--repeats 3] [--layout ckpt]
                                  [--work DIR] [--attention default|quad] [--device cpu|cuda]

@@ -81,8 +81,7 @@ def _model_sharing_file_tensors(path, model_config, unet: dict[str, torch.Tensor
     stay mapped and are read on demand)."""
     model = model_config.get_model(unet, "", device=torch.device("meta"))
     model.device = device
-    tensors = {key: value.to(dtype) if value.is_floating_point() else value for key, value in unet.items()}
-    _check_fit(path, *model.diffusion_model.load_state_dict(tensors, strict=False, assign=True))
+    _check_fit(path, *model.diffusion_model.load_state_dict(_in_dtype(unet, dtype), strict=False, assign=True))
     left_empty = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
     if left_empty:
         raise CheckpointError(f"{path}: the UNet weights do not fill an SD 1.x UNet (nothing for {', '.join(left_empty[:3])})")
@@ -136,9 +135,13 @@ def _hand_over_file_tensors(module: torch.nn.Module, weights: dict[str, torch.Te
     (cast only where ComfyUI's dtype differs), so a memory-mapped checkpoint's VAE is not held twice
     (about 320 MB for SD 1.x). ComfyUI still moves it between devices as usual."""
     own = module.state_dict()
-    tensors = {key: weights[key].to(dtype) if weights[key].is_floating_point() else weights[key]
-               for key in own if key in weights}
-    module.load_state_dict(tensors, strict=False, assign=True)
+    module.load_state_dict(_in_dtype({key: weights[key] for key in own if key in weights}, dtype),
+                           strict=False, assign=True)
+
+
+def _in_dtype(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """Floating-point tensors in ComfyUI's dtype (the same tensors where it already matches)."""
+    return {key: value.to(dtype) if value.is_floating_point() else value for key, value in tensors.items()}
 
 
 ENCODER_DTYPES = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
