@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import os
 import re
 import statistics
 import sys
@@ -37,7 +36,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -45,11 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from comfyui import NO_COMFYUI, ComfyUI, find_comfyui  # noqa: E402
+from harness import CFG, STEPS_DEFAULT, Executor, ours_prompt, write_inputs  # noqa: E402
 
 from pbe_core import random_checkpoint  # noqa: E402
-
-STEPS_DEFAULT, CFG = 20, 5.0
-os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars from either side between the figures
 
 
 # ---------------------------------------------------------------- memory
@@ -90,36 +86,6 @@ def release() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:
         pass
-
-
-# ---------------------------------------------------------------- inputs
-def smooth_image(height: int, width: int, seed: int) -> np.ndarray:
-    """A photo-like test picture: low-frequency colour noise, 8-bit RGB."""
-    g = torch.Generator().manual_seed(seed)
-    coarse = torch.rand(1, 3, max(2, height // 32), max(2, width // 32), generator=g)
-    image = torch.nn.functional.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=False)
-    return (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-
-
-def write_inputs(folder: Path, sizes: list[int]) -> dict:
-    """Source, mask (the middle half of each side) and reference PNGs, for both sides alike."""
-    names = {}
-    for size in sorted({*sizes, 512}):  # 512 is also the small case of the crop comparison
-        mask = np.zeros((size, size), np.uint8)
-        mask[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 255
-        Image.fromarray(smooth_image(size, size, seed=size)).save(folder / f"source_{size}.png")
-        Image.fromarray(mask).save(folder / f"mask_{size}.png")
-        names[size] = (f"source_{size}.png", f"mask_{size}.png")
-    for seed, name in ((1, "reference.png"), (2, "reference_2.png")):
-        Image.fromarray(smooth_image(400, 320, seed=seed)).save(folder / name)
-    big = np.zeros((3072, 4096), np.uint8)
-    big[1536 - 48:1536 + 48, 2048 - 48:2048 + 48] = 255
-    Image.fromarray(smooth_image(3072, 4096, seed=3)).save(folder / "source_4096.png")
-    Image.fromarray(big).save(folder / "mask_4096.png")
-    small = np.zeros((512, 512), np.uint8)
-    small[256 - 48:256 + 48, 256 - 48:256 + 48] = 255
-    Image.fromarray(small).save(folder / "mask_512_small.png")
-    return names
 
 
 def make_model(work: Path, layout: str, size: str) -> tuple[Path, Path]:
@@ -205,65 +171,10 @@ def run_diffusers(folder: Path, inputs: Path, names: dict, args) -> tuple[dict, 
     return results, floor
 
 
-class Timeline:
-    """Stands in for ComfyUI's server: records when each node starts, to time nodes."""
-
-    client_id, last_node_id, last_prompt_id, sockets_metadata = "bench", None, None, {}
-
-    def __init__(self):
-        self.events = []
-
-    def send_sync(self, event, data, sid=None):
-        if event == "executing":
-            self.events.append((time.perf_counter(), data.get("node")))
-
-    def node_seconds(self) -> dict[str, float]:
-        return {node: later - at for (at, node), (later, _) in zip(self.events, self.events[1:]) if node is not None}
-
-
-def ours_prompt(ckpt: str, source: str, mask: str, reference: str, seed: int, steps: int) -> dict:
-    return {
-        "loader": {"class_type": "PaintByExampleLoader", "inputs": {"ckpt_name": ckpt}},
-        "source": {"class_type": "LoadImage", "inputs": {"image": source}},
-        "mask": {"class_type": "LoadImageMask", "inputs": {"image": mask, "channel": "red"}},
-        "reference": {"class_type": "LoadImage", "inputs": {"image": reference}},
-        "encode": {"class_type": "PaintByExampleEncode",
-                   "inputs": {"encoder": ["loader", 2], "reference": ["reference", 0], "preprocess": "center_crop"}},
-        "sampler": {"class_type": "PaintByExampleSampler", "inputs": {
-            "model": ["loader", 0], "vae": ["loader", 1], "positive": ["encode", 0], "negative": ["encode", 1],
-            "source": ["source", 0], "mask": ["mask", 0], "seed": seed, "steps": steps, "cfg": CFG,
-            "sampler_name": "ddim", "scheduler": "ddim_uniform", "denoise": 1.0}},
-        "preview": {"class_type": "PreviewImage", "inputs": {"images": ["sampler", 0]}},
-    }
-
-
-class Ours:
-    """This pack inside ComfyUI, run through ComfyUI's own prompt executor (graph cache included)."""
-
-    def __init__(self, comfy: ComfyUI):
-        self.comfy = comfy
-        self.timeline = Timeline()
-        self.executor = comfy.execution.PromptExecutor(self.timeline)
-        self.count = 0
-
-    def run(self, prompt: dict) -> tuple[float, dict[str, float]]:
-        valid, error, outputs, node_errors = self.comfy.validate(prompt)
-        if not valid:
-            raise RuntimeError(f"ComfyUI refused the prompt: {error} {node_errors}")
-        self.timeline.events.clear()
-        self.count += 1
-        started = time.perf_counter()
-        self.executor.execute(prompt, f"bench-{self.count}", {"client_id": "bench"}, list(outputs))
-        elapsed = time.perf_counter() - started
-        if not self.executor.success:
-            raise RuntimeError(f"ComfyUI failed: {self.executor.status_messages[-1]}")
-        return elapsed, self.timeline.node_seconds()
-
-
-def run_ours(comfy: ComfyUI, ckpt: str, names: dict, args) -> tuple[dict, dict, float, Ours]:
+def run_ours(comfy: ComfyUI, ckpt: str, names: dict, args) -> tuple[dict, dict, float, Executor]:
     reset_peak()
     floor = rss_mib()
-    ours = Ours(comfy)
+    ours = Executor(comfy)
     results, encoder, load_s = {}, {}, 0.0
     for size in args.sizes:
         source, mask = names[size]
@@ -301,7 +212,7 @@ def crop_prompt(ckpt: str, source: str, mask: str, seed: int, steps: int) -> dic
     return prompt
 
 
-def run_crop(ours: Ours, ckpt: str, args) -> dict[str, list[float]]:
+def run_crop(ours: Executor, ckpt: str, args) -> dict[str, list[float]]:
     """Crop -> Sampler -> Stitch on a 512x512 and a 4096x3072 source with the same 96 px mask, so the
     sampler works on the same 512 crop. Each case is warmed up once (the PNG is decoded then, as when
     an artist edits one picture again and again); timed is what the pack's three nodes take, not

@@ -26,6 +26,11 @@ SIZES = {
     # 64 wide so that ComfyUI can load a matching small ControlNet (it assumes 64-channel heads there).
     "tiny": (UNetShape(model_channels=64), VAEShape(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1),
              EncoderSizes(clip_width=128, clip_layers=9, clip_intermediate=512, mapper_layers=2)),
+    # SD 1.x's real UNet width (ComfyUI's own loaders recognise an SD 1.x UNet by it) but one level
+    # and one block deep: for comparisons with core nodes that load the UNet themselves.
+    "small": (UNetShape(channel_mult=(1,), num_res_blocks=1, attention_levels=(0,)),
+              VAEShape(ch=32, ch_mult=(1, 1, 2, 2), num_res_blocks=1),
+              EncoderSizes(clip_width=128, clip_layers=9, clip_intermediate=512, mapper_layers=2)),
     # The real Paint-by-Example architecture (about 1.25 billion parameters).
     "full": (UNetShape(), VAEShape(), EncoderSizes()),
 }

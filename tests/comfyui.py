@@ -44,7 +44,7 @@ class ComfyUI:
         import folder_paths
         import utils.extra_config  # noqa: F401  (must come before `nodes`, which reorders sys.path)
 
-        for kind in ("checkpoints", "diffusers", "controlnet"):
+        for kind in ("checkpoints", "diffusers", "diffusion_models", "controlnet"):
             (models / kind).mkdir(parents=True, exist_ok=True)
             folder_paths.add_model_folder_path(kind, str(models / kind), is_default=True)
         for kind, setter in (("output", folder_paths.set_output_directory), ("temp", folder_paths.set_temp_directory),

@@ -86,5 +86,5 @@ def test_dtypes(tmp_path, dtype):
 def test_unknown_layout_and_size():
     with pytest.raises(ValueError, match="layout must be"):
         make_random_checkpoint("x", layout="onnx")
-    with pytest.raises(ValueError, match="size must be one of tiny, full"):
+    with pytest.raises(ValueError, match="size must be one of tiny, small, full"):
         random_weights("huge")
