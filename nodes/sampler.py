@@ -9,13 +9,15 @@ import nodes as comfy_nodes
 from ..pbe_core.geometry import composite, pad_to_multiple
 from . import inputs
 from .comfy_model import PBE_CONCAT_KEYS
+from .last_encode import LastEncode
 
 
 class PaintByExampleSampler:
     DESCRIPTION = ("Paints the exemplar into the masked region of the source. It encodes the masked source with "
                    "the VAE (as core's InpaintModelConditioning does), samples with ComfyUI's KSampler (cfg uses "
                    "the learned unconditional vector as negative), decodes, and pastes the result back so that "
-                   "pixels outside the mask are exactly the source's.")
+                   "pixels outside the mask are exactly the source's. A re-run with only a new seed (or new "
+                   "sampling settings) reuses the last encode.")
     CATEGORY = "sampling/paint by example"
     RETURN_TYPES = ("IMAGE", "LATENT")
     RETURN_NAMES = ("image", "latent")
@@ -24,6 +26,9 @@ class PaintByExampleSampler:
         "The sampled latent (with its noise mask), e.g. for a second pass.",
     )
     FUNCTION = "sample"
+
+    def __init__(self):
+        self.last_encode = LastEncode()  # re-rolling only the seed skips the VAE encode, as in core's graph
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -60,6 +65,7 @@ class PaintByExampleSampler:
     def sample(self, model, vae, positive, negative, source, mask, seed, steps, cfg, sampler_name, scheduler,
                denoise, noise_mask=True):
         _check_model(model)
+        given_source, given_mask = source, mask
         inputs.check_range("steps", steps, 1, 10000)
         inputs.check_range("cfg", cfg, 0.0, 100.0)
         inputs.check_range("denoise", denoise, 0.0, 1.0)
@@ -73,8 +79,10 @@ class PaintByExampleSampler:
         inputs.conditioning_batch(negative, "negative", source.shape[0], context_dim)
 
         height, width = source.shape[1:3]
-        positive, negative, latent = comfy_nodes.InpaintModelConditioning().encode(
-            positive, negative, pad_to_multiple(source), vae, pad_to_multiple(mask), noise_mask)
+        positive, negative, latent = self.last_encode.get(
+            (given_source, given_mask, vae, positive, negative, noise_mask),
+            lambda: comfy_nodes.InpaintModelConditioning().encode(
+                positive, negative, pad_to_multiple(source), vae, pad_to_multiple(mask), noise_mask))
         (latent,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                                 latent, denoise=denoise)
         decoded = vae.decode(latent["samples"])[:, :height, :width, :3]

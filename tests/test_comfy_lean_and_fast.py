@@ -1,11 +1,14 @@
 """What keeps the pack lean and fast inside ComfyUI (the figures are in bench/vs_diffusers.py):
-the UNet and the VAE are handed the checkpoint's own tensors instead of copies, and on a CPU attention runs in
-PyTorch's kernel instead of ComfyUI's sub-quadratic fallback, with the same result."""
+the UNet and the VAE are handed the checkpoint's own tensors instead of copies, on a CPU attention runs in
+PyTorch's kernel instead of ComfyUI's sub-quadratic fallback, with the same result, and a re-run with a new seed
+neither encodes the exemplar nor the source again."""
 
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -120,3 +123,51 @@ def test_graph_cache_serves_the_exemplar_when_only_the_seed_changes(comfy):
         ran.append(set(prompt) - set(cached))
     assert {"1", "5", "6"} <= ran[0]
     assert ran[1] == {"6", "7"}  # only the sampler and the preview after it
+
+
+def test_a_new_seed_reuses_the_samplers_source_encode(comfy, monkeypatch):
+    """Re-rolling the seed does not encode the source again (core's inpaint graph gets that from
+    ComfyUI's cache, InpaintModelConditioning being a node there) and gives what a fresh Sampler
+    gives; a new mask is encoded again."""
+    from comfyui import _outputs
+    from test_comfy_nodes import _graph, _scene
+
+    vae_class = importlib.import_module("comfy.sd").VAE
+    encode, encoded = vae_class.encode, []
+    monkeypatch.setattr(vae_class, "encode", lambda self, pixels: encoded.append(pixels.shape) or encode(self, pixels))
+    source, mask, reference = _scene(comfy, seed=44)
+    _source, other_mask, _reference = _scene(comfy, box=(8, 8, 40, 40), seed=45)
+    executor = comfy.execution.PromptExecutor(comfy.server)
+
+    def edit(seed: int, mask_name: str) -> tuple[int, torch.Tensor]:
+        encoded.clear()
+        executor.execute(_graph(source, mask_name, reference, seed=seed), f"reseed-{seed}", {}, ["7"])
+        assert executor.success
+        return len(encoded), _outputs(executor, "6")[0]
+
+    assert edit(1, mask)[0] == 2  # the masked source and the source, as InpaintModelConditioning does
+    count, image = edit(2, mask)
+    assert count == 0
+    assert torch.equal(image, comfy.run(_graph(source, mask, reference, seed=2), ["6"])["6"][0])
+    assert edit(3, other_mask)[0] == 2
+    assert edit(4, other_mask)[0] == 0
+
+
+def test_the_last_encode_is_reused_only_for_the_very_same_inputs(comfy):
+    last_encode = _pack(comfy, "nodes.last_encode")
+    memo, made = last_encode.LastEncode(), []
+    source, conditioning = torch.rand(1, 8, 8, 3), [[torch.rand(1, 1, 4), {}]]
+
+    def encode():
+        made.append(1)
+        return len(made)
+
+    assert memo.get((source, conditioning, True), encode) == 1
+    assert memo.get((source, conditioning, True), encode) == 1
+    assert memo.get((source.clone(), conditioning, True), encode) == 2  # an equal copy is new
+    assert memo.get((source, conditioning, False), encode) == 3
+    assert memo.get((source, list(conditioning), False), encode) == 4
+    held = weakref.ref(source)
+    del source
+    gc.collect()
+    assert held() is None, "the last encode keeps the source image alive"
