@@ -65,7 +65,7 @@ class PaintByExampleSampler:
     def sample(self, model, vae, positive, negative, source, mask, seed, steps, cfg, sampler_name, scheduler,
                denoise, noise_mask=True):
         _check_model(model)
-        given_source, given_mask = source, mask
+        encode_inputs = (source, mask, vae, positive, negative, noise_mask)  # as given, before any normalising
         inputs.check_range("steps", steps, 1, 10000)
         inputs.check_range("cfg", cfg, 0.0, 100.0)
         inputs.check_range("denoise", denoise, 0.0, 1.0)
@@ -80,8 +80,7 @@ class PaintByExampleSampler:
 
         height, width = source.shape[1:3]
         positive, negative, latent = self.last_encode.get(
-            (given_source, given_mask, vae, positive, negative, noise_mask),
-            lambda: comfy_nodes.InpaintModelConditioning().encode(
+            encode_inputs, lambda: comfy_nodes.InpaintModelConditioning().encode(
                 positive, negative, pad_to_multiple(source), vae, pad_to_multiple(mask), noise_mask))
         (latent,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                                 latent, denoise=denoise)
