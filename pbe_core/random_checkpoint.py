@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from . import layouts
+from . import layouts, lightning_checkpoint
 from .architecture import (EncoderSizes, UNetShape, VAEShape, encoder_tensor_shapes, unet_tensor_shapes,
                            vae_tensor_shapes)
 
@@ -82,45 +82,21 @@ def _fill(shapes: dict[str, tuple[int, ...]], gen: torch.Generator) -> dict[str,
     return out
 
 
-def write_single_file(path: str | Path, model: RandomPaintByExample, dtype: torch.dtype = torch.float32) -> Path:
-    """The authors' single file: ``.safetensors`` (flat) or ``.ckpt`` (a Lightning training checkpoint)."""
+def write_single_file(path: str | Path, model: RandomPaintByExample, dtype: torch.dtype = torch.float32,
+                      optimizer_state: bool = True) -> Path:
+    """The authors' single file: ``.safetensors`` (flat) or ``.ckpt`` (a Lightning training checkpoint
+    with everything the real model.ckpt holds besides the weights; see :mod:`.lightning_checkpoint`).
+    ``optimizer_state=False`` leaves the AdamW state out of a ``.ckpt`` (about 7 GB at full size)."""
     path = Path(path)
     sd = {k: v.to(dtype).contiguous() for k, v in layouts.join_single_file(model.unet, model.vae, model.encoder).items()}
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.suffix == ".safetensors":
         save_file(sd, str(path), metadata={"random_weights": "true", "format": "pt"})
     elif path.suffix in (".ckpt", ".pt", ".pth"):
-        torch.save(_lightning_checkpoint(sd), str(path))
+        lightning_checkpoint.save(path, sd, optimizer_state=optimizer_state)
     else:
         raise ValueError(f"write a single file as .safetensors or .ckpt, not {path.suffix!r}")
     return path
-
-
-def _lightning_checkpoint(sd: dict[str, torch.Tensor]) -> dict:
-    """What the authors' model.ckpt holds besides the weights: EMA copies, schedule buffers,
-    optimizer and scheduler state. Readers must ignore all of it."""
-    sd = dict(sd)
-    betas = torch.linspace(0.00085 ** 0.5, 0.012 ** 0.5, 1000, dtype=torch.float64) ** 2
-    sd["betas"] = betas.float()
-    sd["alphas_cumprod"] = torch.cumprod(1 - betas, 0).float()
-    some = sorted(k for k in sd if k.startswith(layouts.UNET_PREFIX))[:2]
-    for key in some:  # LDM names EMA copies by dropping the dots
-        sd["model_ema." + key[len("model."):].replace(".", "")] = sd[key].clone()
-    sd["model_ema.decay"] = torch.tensor(0.9999)
-    sd["model_ema.num_updates"] = torch.tensor(0, dtype=torch.int32)
-    return {
-        "epoch": 0,
-        "global_step": 0,
-        "pytorch-lightning_version": "1.4.2",
-        "state_dict": sd,
-        "optimizer_states": [{
-            "state": {i: {"exp_avg": torch.zeros_like(sd[k]), "exp_avg_sq": torch.zeros_like(sd[k])}
-                      for i, k in enumerate(some)},
-            "param_groups": [{"lr": 1e-5, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.01,
-                              "amsgrad": False, "params": list(range(len(some)))}],
-        }],
-        "lr_schedulers": [],
-    }
 
 
 def diffusers_parts(model: RandomPaintByExample) -> dict[str, tuple[str, dict, dict[str, torch.Tensor]]]:

@@ -39,6 +39,9 @@ def kit(comfy, tiny_model, tmp_path_factory):
     (checkpoints / "bad_truncated.ckpt").write_bytes(ckpt[: len(ckpt) // 3])
     (checkpoints / "bad_empty.safetensors").write_bytes(b"")
     (checkpoints / "bad_corrupt.ckpt").write_bytes(bytes(range(256)) * 64)
+    shutil.copy(checkpoints / "pbe_tiny.ckpt", checkpoints / "bad_renamed_ckpt.safetensors")
+    (checkpoints / "bad_html.safetensors").write_bytes(b"\n<!DOCTYPE html><html><body>Sign in</body></html>")
+    (checkpoints / "bad_lfs.ckpt").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\nsize 1\n")
     (checkpoints / "bad_model.onnx").write_bytes(b"onnx" * 100)
     sd = {layouts.UNET_PREFIX + k: v for k, v in tiny_model.unet.items()}
     sd.update({layouts.VAE_PREFIX + k: v for k, v in tiny_model.vae.items()})
@@ -161,7 +164,11 @@ CASES = [
     ("truncated_safetensors", _load_file("bad_truncated.safetensors"), "ckpt_name", "truncated or corrupt"),
     ("truncated_ckpt", _load_file("bad_truncated.ckpt"), "ckpt_name", "truncated or corrupt"),
     ("empty_file", _load_file("bad_empty.safetensors"), "ckpt_name", "is empty (0 bytes)"),
-    ("corrupt_ckpt", _load_file("bad_corrupt.ckpt"), "ckpt_name", "truncated or corrupt"),
+    ("corrupt_ckpt", _load_file("bad_corrupt.ckpt"), "ckpt_name", "first bytes match no model file format"),
+    ("ckpt_renamed_safetensors", _load_file("bad_renamed_ckpt.safetensors"), "ckpt_name",
+     "is a PyTorch checkpoint (a zip archive"),
+    ("html_page_saved", _load_file("bad_html.safetensors"), "ckpt_name", "is an HTML page saved by a browser"),
+    ("git_lfs_pointer", _load_file("bad_lfs.ckpt"), "ckpt_name", "git lfs pull"),
     ("wrong_extension", _load_file("bad_model.onnx"), "ckpt_name", "not a model file this pack reads"),
     ("missing_file", _load_file("nowhere.safetensors"), "ckpt_name", "is not in ComfyUI's checkpoints folder"),
     ("plain_sd15", _load_file("bad_sd15.safetensors"), "ckpt_name", "is not a Paint-by-Example model"),
@@ -201,7 +208,8 @@ CASES = [
     ("sampler_mask_size", _sample(mask=_mask(shape=(1, 32, 32), box=(0, 0, 8, 8))), "mask", "it is 32x32"),
     ("sampler_mask_batch", _sample(source=torch.rand(2, H, W, 3), mask=_mask(shape=(3, H, W), box=(0, 0, 9, 9))),
      "mask", "3 masks for 2 source images"),
-    ("sampler_exemplar_batch", _sample(source=torch.rand(2, H, W, 3), positive=lambda k: [[torch.rand(3, 1, 768), {}]]),
+    ("sampler_exemplar_batch", _sample(source=torch.rand(2, H, W, 3),
+                                       positive=lambda k: [[torch.rand(3, 1, 768), {"pbe_role": "exemplar"}]]),
      "positive", "3 exemplars for 2 images"),
     ("sampler_encoder_of_other_width", _sample(encoder="wide_encoder"), "positive", "its width is 1024"),
     ("sampler_sd_inpaint_model", _sample(model="rewired"), "model", "wired as an SD inpainting model"),
