@@ -74,8 +74,8 @@ class Timeline:
         self.events, self.steps = [], []
 
     def send_sync(self, event, data, sid=None):
-        if event == "executing":
-            self.events.append((time.perf_counter(), data.get("node")))
+        if event == "executing":  # nodes a node expands into count as that node (ComfyUI's display node)
+            self.events.append((time.perf_counter(), data.get("display_node") or data.get("node")))
 
     def step_done(self, value, total, preview, node_id=None):
         running = self.events[-1][1] if self.events else None  # the node that reports the step
@@ -86,7 +86,11 @@ class Timeline:
         self.steps.clear()
 
     def node_seconds(self) -> dict[str, float]:
-        return {node: later - at for (at, node), (later, _) in zip(self.events, self.events[1:]) if node is not None}
+        seconds: dict[str, float] = {}
+        for (at, node), (later, _) in zip(self.events, self.events[1:]):
+            if node is not None:
+                seconds[node] = seconds.get(node, 0.0) + later - at
+        return seconds
 
     def steps_per_second(self, node: str | None = None) -> float | None:
         """As tqdm counts it: steps between the first and the last step's end (of one node's

@@ -12,10 +12,11 @@ attention choices. Both sample with the same exemplar conditioning, source, mask
 
 Both graphs are one prompt, run once to warm up and then --repeats times with a new seed each,
 so ComfyUI's cache serves what an artist's re-run would not recompute (the loaders, the exemplar
-conditioning, and core's InpaintModelConditioning; our Sampler keeps its own last encode of the
-source). Steps per second are counted as ComfyUI's progress bar counts them, from the first step's
-end to the last's, so loading, encoding and decoding are left out; "edit s" is the rest of the
-edit after the encoder (ours: the Sampler node; core: those of its three nodes that ran). Medians
+conditioning, and core's InpaintModelConditioning; our Sampler expands into nodes ComfyUI caches
+too, so its encode of the source is served the same way). Steps per second are counted as ComfyUI's
+progress bar counts them, from the first step's end to the last's, so loading, encoding and
+decoding are left out; "edit s" is the rest of the edit after the encoder (ours: the Sampler node
+and the nodes it expands into; core: those of its three nodes that ran). Medians
 and ours/core are printed. Core feeds the UNet its inputs in SD inpainting order, so its picture
 differs from ours; the work per step is the same.
 

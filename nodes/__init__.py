@@ -15,12 +15,15 @@ _NODES = {
     "encode": {"PaintByExampleEncode": "Paint-by-Example Encode (exemplar)"},
     "mask_jitter": {"PaintByExampleMaskJitter": "Paint-by-Example Mask Jitter"},
     "sampler": {"PaintByExampleSampler": "Paint-by-Example Sampler"},
+    "inpaint_conditioning": {"PaintByExampleInpaintConditioning": "Paint-by-Example Inpaint Conditioning"},
+    "paste_back": {"PaintByExamplePasteBack": "Paint-by-Example Paste Back (decode into source)"},
     "crop_stitch": {"PaintByExampleCrop": "Paint-by-Example Crop (around mask)",
                     "PaintByExampleStitch": "Paint-by-Example Stitch (back into source)"},
     "exemplars": {"PaintByExampleRegions": "Paint-by-Example Regions (several exemplars)",
                   "PaintByExampleBlend": "Paint-by-Example Blend Exemplars",
                   "PaintByExampleStrength": "Paint-by-Example Exemplar Strength",
                   "PaintByExampleEncodeCLIPVision": "Paint-by-Example Encode (from CLIP Vision output)"},
+    "score": {"PaintByExampleScore": "Paint-by-Example Score (exemplar likeness)"},
 }
 
 NODE_CLASS_MAPPINGS = {}

@@ -72,8 +72,9 @@ class PaintByExampleCrop:
 
 
 class PaintByExampleStitch:
-    DESCRIPTION = ("Scales the edited crop back and blends it into the full-size source through the mask, feathered "
-                   "by the crop's blend width. Pixels outside the mask and that band are exactly the source's.")
+    DESCRIPTION = ("Scales the edited crop back and pastes it into the full-size source: the region painted at or "
+                   "above 0.5 takes the edit, softer mask values blend it in by their value, and the crop's blend "
+                   "width feathers the edge outward. Pixels outside the mask and that band are exactly the source's.")
     CATEGORY = "image/paint by example"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)

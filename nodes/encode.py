@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..pbe_core import PREPROCESS_MODES, prepare_references
+from . import conditioning_roles
 from .inputs import check_range, user_error
 
 
@@ -51,4 +52,4 @@ class PaintByExampleEncode:
             pixels = prepare_references(reference, preprocess, size=encoder.image_size, mask=reference_mask,
                                         margin=margin)
         context, uncond = encoder.encode(pixels)
-        return [[context, {}]], [[uncond, {}]]
+        return conditioning_roles.marked(context, uncond)

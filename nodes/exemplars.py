@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import nodes as comfy_nodes
+import node_helpers
 import torch
 
 from ..pbe_core.exemplar_mix import apply_strength, blend_contexts
 from ..pbe_core.masks import as_batch
+from . import conditioning_roles
 from .inputs import check_range, user_error
 
 MAX_EXEMPLARS = 4
@@ -77,15 +78,21 @@ class PaintByExampleRegions:
                 raise ValueError(f"mask_{i}: it is empty; paint where exemplar_{i} goes")
             masks.append(mask)
         positive = []
-        set_mask = comfy_nodes.ConditioningSetMask()
         for (_i, conditioning, _mask), mask in zip(pairs, masks):
-            positive += set_mask.append(conditioning, mask, "default", 1.0)[0]
+            positive += _in_region(conditioning, mask)
         covered = torch.stack([m.amax(dim=0) for m in masks]).amax(dim=0)
         background = (1 - covered)[None]
         if (background > 0).any():  # without it, uncovered pixels would get a zero positive prediction
             _contexts(negative, "negative")
-            positive += set_mask.append(negative, background, "default", 1.0)[0]
+            positive += _in_region(negative, background)  # keeps its role: the unconditional vector, under a mask
         return (positive,)
+
+
+def _in_region(conditioning, mask: torch.Tensor) -> list:
+    """The conditioning limited to a (B, H, W) mask: the values core's Conditioning (Set Mask)
+    sets with strength 1 and set_cond_area "default"."""
+    return node_helpers.conditioning_set_values(conditioning, {"mask": mask, "set_area_to_bounds": False,
+                                                               "mask_strength": 1.0})
 
 
 class PaintByExampleBlend:
@@ -173,11 +180,11 @@ class PaintByExampleEncodeCLIPVision:
             hidden = clip_vision_output.get("last_hidden_state")
         if not isinstance(hidden, torch.Tensor) or hidden.ndim != 3:
             raise ValueError("clip_vision_output: expected the output of CLIP Vision Encode")
-        width = encoder.encoder.shape.clip_width
+        width = encoder.clip_width
         if hidden.shape[-1] != width:
             raise ValueError(
                 f"clip_vision_output: it comes from a CLIP vision model {hidden.shape[-1]} wide, but Paint-by-Example "
                 f"uses CLIP ViT-L/14 ({width} wide). Load a CLIP ViT-L/14 vision model in CLIP Vision Loader."
             )
         context, uncond = encoder.encode_hidden_states(hidden)
-        return [[context, {}]], [[uncond, {}]]
+        return conditioning_roles.marked(context, uncond)

@@ -7,7 +7,6 @@ import contextlib
 import torch
 
 
-
 @contextlib.contextmanager
 def user_error(input_name: str):
     """Prefix a ValueError from pbe_core with the node input it is about."""
@@ -47,6 +46,12 @@ def edit_masks(mask: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, 
         mask = mask[None]
     height, width = source.shape[1:3]
     if mask.shape[-2:] != (height, width):
+        if not torch.count_nonzero(mask):  # what Load Image gives for an image with nothing painted
+            raise ValueError(
+                f"mask: no mask was painted on the source (the mask is empty, {mask.shape[-1]}x{mask.shape[-2]}; "
+                "Load Image gives an empty 64x64 mask when nothing is painted). Paint the region to change in the "
+                "mask editor (right-click the Load Image node, Open in MaskEditor)."
+            )
         raise ValueError(
             f"mask: it is {mask.shape[-1]}x{mask.shape[-2]} but the source is {width}x{height}. Make the mask from "
             "the source image (or resize it to the source's size)."

@@ -1,23 +1,29 @@
-"""Conditioned inpaint sampling with classifier-free guidance, on ComfyUI's own machinery."""
+"""The one-node edit: Inpaint Conditioning -> core's KSampler -> Paste Back, as a node expansion.
+
+Inside ComfyUI's executor the Sampler checks its inputs and expands into those three nodes, wired
+to its own input links; ComfyUI then caches each of them like any node, so a re-roll with only a
+new seed (or new sampling settings) serves Inpaint Conditioning, and its two VAE encodes, from
+the cache. Called from Python outside an executor, it runs the same steps in turn.
+"""
 
 from __future__ import annotations
 
 import comfy.samplers
-import torch
-import nodes as comfy_nodes
+from comfy_execution.graph_utils import GraphBuilder, is_link
 
-from ..pbe_core.geometry import composite, pad_to_multiple
 from . import inputs
 from .comfy_model import PBE_CONCAT_KEYS
-from .last_encode import LastEncode
+from .inpaint_conditioning import check_inputs, inpaint_conditioning
+from .paste_back import paste_back
+from .sampling import sample_latent
 
 
 class PaintByExampleSampler:
-    DESCRIPTION = ("Paints the exemplar into the masked region of the source. It encodes the masked source with "
-                   "the VAE (as core's InpaintModelConditioning does), samples with ComfyUI's KSampler (cfg uses "
-                   "the learned unconditional vector as negative), decodes, and pastes the result back so that "
-                   "pixels outside the mask are exactly the source's. A re-run with only a new seed (or new "
-                   "sampling settings) reuses the last encode.")
+    DESCRIPTION = ("Paints the exemplar into the masked region of the source, in one node: Paint-by-Example Inpaint "
+                   "Conditioning (the masked source encoded with the VAE; at denoise 1 the masked region starts from "
+                   "pure noise, as in the paper), core's KSampler (cfg pushes away from the learned unconditional "
+                   "vector), then Paint-by-Example Paste Back (pixels outside the mask stay exactly the source's). A "
+                   "re-run with only a new seed or new sampling settings takes the encoding from ComfyUI's cache.")
     CATEGORY = "sampling/paint by example"
     RETURN_TYPES = ("IMAGE", "LATENT")
     RETURN_NAMES = ("image", "latent")
@@ -25,10 +31,10 @@ class PaintByExampleSampler:
         "The source with the edit composited in through the mask: unmasked pixels are unchanged.",
         "The sampled latent (with its noise mask), e.g. for a second pass.",
     )
-    FUNCTION = "sample"
-
-    def __init__(self):
-        self.last_encode = LastEncode()  # re-rolling only the seed skips the VAE encode, as in core's graph
+    FUNCTION = "edit"
+    # ComfyUI would run an expanding node once per list item, each expansion over the whole list:
+    # the Sampler takes its inputs whole and refuses lists (see _one_each).
+    INPUT_IS_LIST = True
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -40,7 +46,8 @@ class PaintByExampleSampler:
                 "negative": ("CONDITIONING", {"tooltip": "The unconditional conditioning from Paint-by-Example Encode."}),
                 "source": ("IMAGE", {"tooltip": "The image to edit. Any size; sides that are not multiples of 8 are "
                                                 "padded internally and cropped back."}),
-                "mask": ("MASK", {"tooltip": "White (1) where the exemplar goes. One mask for all sources, one per "
+                "mask": ("MASK", {"tooltip": "White (1) where the exemplar goes: values at or above 0.5 are repainted, "
+                                             "softer values blend the edit in. One mask for all sources, one per "
                                              "source, or several masks for one source."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                                  "tooltip": "The noise seed."}),
@@ -52,40 +59,85 @@ class PaintByExampleSampler:
                 "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform",
                                                                    "tooltip": "The noise schedule."}),
                 "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
-                                      "tooltip": "1 repaints the masked region from scratch; less keeps some of the "
-                                                 "source's structure there."}),
+                                      "tooltip": "1 repaints the masked region from pure noise, as in the paper; less "
+                                                 "starts from the source re-noised, keeping some of its structure."}),
             },
             "optional": {
                 "noise_mask": ("BOOLEAN", {"default": True,
-                                           "tooltip": "Keep the unmasked latent fixed while sampling (as core's "
-                                                      "InpaintModelConditioning noise_mask)."}),
+                                           "tooltip": "On: the unmasked latent is held fixed while sampling. Off: the "
+                                                      "whole latent is sampled, as in the paper (the paste-back still "
+                                                      "keeps the unmasked pixels)."}),
             },
+            "hidden": {"dynprompt": "DYNPROMPT", "unique_id": "UNIQUE_ID"},
         }
+
+    def edit(self, **given):
+        """ComfyUI's entry point: check, then expand into the three nodes."""
+        given = _one_each(given)
+        dynprompt, unique_id = given.pop("dynprompt", None), given.pop("unique_id", None)
+        if dynprompt is None or unique_id is None:  # not inside ComfyUI's executor: nothing to expand into
+            return self.sample(**given)
+        settings = {"noise_mask": True, **given}
+        _check(**settings)
+        return _expansion(dynprompt.get_node(unique_id)["inputs"], settings)
 
     def sample(self, model, vae, positive, negative, source, mask, seed, steps, cfg, sampler_name, scheduler,
                denoise, noise_mask=True):
-        _check_model(model)
-        encode_inputs = (source, mask, vae, positive, negative, noise_mask)  # as given, before any normalising
-        inputs.check_range("steps", steps, 1, 10000)
-        inputs.check_range("cfg", cfg, 0.0, 100.0)
-        inputs.check_range("denoise", denoise, 0.0, 1.0)
-        inputs.check_range("seed", seed, 0, 0xFFFFFFFFFFFFFFFF)
-        source = inputs.source_images(source)
-        if not torch.isfinite(source).all():
-            raise ValueError("source: the image contains NaN or infinite values; check the node that made it")
-        source, mask = inputs.edit_masks(mask, source)
-        context_dim = model.model.model_config.unet_config.get("context_dim")
-        inputs.conditioning_batch(positive, "positive", source.shape[0], context_dim)
-        inputs.conditioning_batch(negative, "negative", source.shape[0], context_dim)
+        """The same edit from Python, step by step (no executor, so no cache)."""
+        source, mask = _check(model, positive, negative, source, mask, seed, steps, cfg, denoise)
+        positive, negative, latent = inpaint_conditioning(positive, negative, vae, source, mask, noise_mask,
+                                                          _start(denoise))
+        latent = sample_latent(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise)
+        return paste_back(vae, latent, source, mask), latent
 
-        height, width = source.shape[1:3]
-        positive, negative, latent = self.last_encode.get(
-            encode_inputs, lambda: comfy_nodes.InpaintModelConditioning().encode(
-                positive, negative, pad_to_multiple(source), vae, pad_to_multiple(mask), noise_mask))
-        (latent,) = comfy_nodes.common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                                latent, denoise=denoise)
-        decoded = vae.decode(latent["samples"])[:, :height, :width, :3]
-        return composite(source, decoded.to(source.device), mask), latent
+
+def _start(denoise: float) -> str:
+    """The paper's pure-noise start for a full repaint; the source, re-noised, below that."""
+    return "noise" if denoise >= 1.0 else "source"
+
+
+def _check(model, positive, negative, source, mask, seed, steps, cfg, denoise, **_settings):
+    _check_model(model)
+    inputs.check_range("steps", steps, 1, 10000)
+    inputs.check_range("cfg", cfg, 0.0, 100.0)
+    inputs.check_range("denoise", denoise, 0.0, 1.0)
+    inputs.check_range("seed", seed, 0, 0xFFFFFFFFFFFFFFFF)
+    source, mask = check_inputs(positive, negative, source, mask)
+    context_dim = model.model.model_config.unet_config.get("context_dim")
+    inputs.conditioning_batch(positive, "positive", source.shape[0], context_dim)
+    inputs.conditioning_batch(negative, "negative", source.shape[0], context_dim)
+    return source, mask
+
+
+def _expansion(links: dict, s: dict) -> dict:
+    """The three nodes, fed from the Sampler's own input links, so that ComfyUI's cache keys
+    Inpaint Conditioning on the source, mask, VAE and conditioning alone (not on the seed)."""
+    def wired(name):
+        return links[name] if is_link(links.get(name)) else s[name]
+
+    graph = GraphBuilder()
+    prepared = graph.node("PaintByExampleInpaintConditioning", positive=wired("positive"),
+                          negative=wired("negative"), vae=wired("vae"), source=wired("source"), mask=wired("mask"),
+                          noise_mask=s["noise_mask"], start=_start(s["denoise"]))
+    sampled = graph.node("KSampler", model=wired("model"), seed=s["seed"], steps=s["steps"], cfg=s["cfg"],
+                         sampler_name=s["sampler_name"], scheduler=s["scheduler"], positive=prepared.out(0),
+                         negative=prepared.out(1), latent_image=prepared.out(2), denoise=s["denoise"])
+    pasted = graph.node("PaintByExamplePasteBack", vae=wired("vae"), latent=sampled.out(0), source=wired("source"),
+                        mask=wired("mask"), blend=0)
+    return {"result": (pasted.out(0), sampled.out(0)), "expand": graph.finalize()}
+
+
+def _one_each(given: dict) -> dict:
+    for name, values in given.items():
+        if not values:
+            raise ValueError(f"{name}: an empty list reached the Sampler; check the node that makes it")
+        if len(values) != 1:
+            raise ValueError(
+                f"{name}: a list of {len(values)} reached the Sampler, which edits batches, not lists. Make the list "
+                "one batch, or use Paint-by-Example Inpaint Conditioning -> KSampler -> Paint-by-Example Paste Back, "
+                "which run once per item of a list."
+            )
+    return {name: values[0] for name, values in given.items()}
 
 
 def _check_model(model) -> None:

@@ -3,8 +3,8 @@
 Paint-by-Example was trained on 512x512 crops in which the object is a sizeable part of the
 image; on a large photo a small mask is a few latent cells and nothing is painted. So: cut a
 square around the mask (with some context), scale it to the working resolution, edit that,
-then scale the edit back and blend it in through the feathered mask. Pixels outside the mask
-and its blend band are the source's, bit for bit.
+then scale the edit back and blend it in through the mask's paste-back alpha (masks.paste_alpha:
+the mask feathered outward). Pixels where that alpha is 0 are the source's, bit for bit.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .masks import binarize, bounding_box, feather
+from .masks import bounding_box, paste_alpha
 from .reference import resize
 
 
@@ -82,8 +82,9 @@ def crop(images: torch.Tensor, box: CropBox) -> torch.Tensor:
 
 
 def stitch(source: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor, box: CropBox, blend: int) -> torch.Tensor:
-    """Put an edited crop (size x size x C) back into the (H, W, C) source through the mask
-    feathered outward by ``blend`` pixels. Outside that band the source is returned unchanged."""
+    """Put an edited crop (size x size x C) back into the (H, W, C) source with the paste-back
+    alpha of the mask (``masks.paste_alpha``: feathered outward by ``blend`` pixels). Where that
+    alpha is 0 the source is returned unchanged."""
     out = source.clone()
     stitch_into(out, edited, mask, box, blend)
     return out
@@ -96,6 +97,6 @@ def stitch_into(source: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor, 
     ix0, iy0, ix1, iy1 = box.inside(height, width)
     back = resize(edited.movedim(-1, 0).float(), box.side, box.side).movedim(0, -1)
     back = back[iy0 - box.y0:iy1 - box.y0, ix0 - box.x0:ix1 - box.x0]
-    alpha = feather(binarize(mask[iy0:iy1, ix0:ix1].float()), blend)[..., None].to(source.dtype)
+    alpha = paste_alpha(mask[iy0:iy1, ix0:ix1], blend)[..., None].to(source.dtype)
     region = source[iy0:iy1, ix0:ix1]
     source[iy0:iy1, ix0:ix1] = torch.where(alpha == 0, region, region * (1 - alpha) + back.to(source.dtype) * alpha)

@@ -1,4 +1,4 @@
-"""Image geometry the model needs: latent-grid padding (sides must be multiples of 8)."""
+"""Image geometry the model needs: latent-grid padding (sides must be multiples of 8), and compositing."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ def pad_to_multiple(images: torch.Tensor, multiple: int = 8) -> torch.Tensor:
     return x if images.ndim == 4 else x[..., 0]
 
 
-def composite(source: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``edited`` over ``source`` through ``mask`` (B, H, W) in 0..1: where the mask is 0 the
-    result is the source's pixel exactly."""
-    alpha = mask.clamp(0, 1)[..., None].to(source.dtype)
+def composite(source: torch.Tensor, edited: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+    """``edited`` over ``source`` (B, H, W, C) with ``alpha`` (B, H, W) in 0..1 (e.g.
+    ``masks.paste_alpha``): where alpha is 0 the result is the source's pixel exactly."""
+    alpha = alpha.clamp(0, 1)[..., None].to(source.dtype)
     out = source * (1 - alpha) + edited.to(source.dtype) * alpha
     return torch.where(alpha == 0, source, out)

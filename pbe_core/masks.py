@@ -72,3 +72,18 @@ def feather(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     batch = F.avg_pool2d(F.pad(batch, (radius, radius, 0, 0), mode="replicate"), (1, k), stride=1)
     batch = F.avg_pool2d(F.pad(batch, (0, 0, radius, radius), mode="replicate"), (k, 1), stride=1)
     return torch.maximum(mask, batch[:, 0].reshape(mask.shape).to(mask.dtype))
+
+
+# One rule for soft masks, for every node that repaints or pastes back:
+# - the repainted region is where the mask is at or above 0.5 (``binarize``): the model sees it
+#   blanked and paints it anew;
+# - the paste-back alpha is ``paste_alpha``: 1 over the repainted region, the mask's own value
+#   where it is softer than 0.5, and a ramp over ``blend`` pixels outside; where it is 0 the
+#   source's pixel is kept exactly.
+
+
+def paste_alpha(mask: torch.Tensor, blend: int = 0) -> torch.Tensor:
+    """How much of the edit each pixel takes when it is pasted back onto the source:
+    ``max(mask, feather(binarize(mask), blend))`` with the mask clamped to 0..1."""
+    soft = mask.float().clamp(0, 1)
+    return torch.maximum(soft, feather(binarize(soft), blend))
