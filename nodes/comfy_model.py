@@ -1,11 +1,15 @@
 """Turning pbe_core's weights into ComfyUI's own MODEL, VAE and a managed exemplar encoder.
 
-ComfyUI's detection only recognises real model widths, so every size is taken from the tensors
-(or the diffusers config) and ComfyUI's own classes, converters and dtype policy do the rest.
+The UNet and VAE are built the way ComfyUI's own checkpoint loader builds them: its detection, its
+dtype and manual-cast policy, its initial device, and, when it builds a model straight on the
+accelerator, registration with its model management. Only what ComfyUI cannot detect (models of
+other widths: small test models, pruned files) gets its sizes from the tensors, and it then follows
+the same rules. On a CPU the UNet and VAE are handed the file's own tensors instead of copies.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import comfy.cli_args
@@ -19,7 +23,10 @@ import comfy.supported_models
 import comfy.utils
 import torch
 
-from ..pbe_core import CheckpointError, PaintByExampleWeights, UNetShape, vae_shape_from_weights
+from ..pbe_core import CheckpointError, PaintByExampleWeights, UNetShape, VAEShape, vae_shape_from_weights
+from ..pbe_core.cpu_features import cpu_has_native_bf16
+from ..pbe_core.file_pages import cast_releasing_pages, release_file_pages
+from . import model_guard
 from .encoder_handle import ExemplarEncoderHandle
 
 log = logging.getLogger(__name__)
@@ -28,34 +35,84 @@ log = logging.getLogger(__name__)
 # ComfyUI's SD inpaint default is [noisy latent, mask, masked-source latent].
 PBE_CONCAT_KEYS = ("masked_image", "mask_inverted")
 
+# weight_dtype -> (storage dtype or None for ComfyUI's policy, fp8 fast matmuls); the fp8 values and
+# their meaning are core's Load Diffusion Model's.
+WEIGHT_DTYPES = {
+    "default": (None, False),
+    "fp8_e4m3fn": (torch.float8_e4m3fn, False),
+    "fp8_e4m3fn_fast": (torch.float8_e4m3fn, True),
+    "fp8_e5m2": (torch.float8_e5m2, False),
+    "fp16": (torch.float16, False),
+    "bf16": (torch.bfloat16, False),
+}
 
-def build_model(weights: PaintByExampleWeights) -> comfy.model_patcher.ModelPatcher:
+ENCODER_DTYPES = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check_choice(input_name: str, value, choices) -> None:
+    """Values sent through the API skip the UI's lists: refuse anything else by name."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{input_name}: {value!r} is not a valid choice; use one of {', '.join(choices)}")
+
+
+def build_model(weights: PaintByExampleWeights, weight_dtype: str = "default") -> comfy.model_patcher.ModelPatcher:
     """A ComfyUI MODEL (SD 1.x family, eps, latent scale 0.18215) with Paint-by-Example's inputs."""
+    check_choice("weight_dtype", weight_dtype, WEIGHT_DTYPES)
     unet = _ldm_unet(weights)
-    unet_config = comfy.model_detection.detect_unet_config(unet, "")
-    if unet_config is None:
-        raise CheckpointError(f"{weights.path}: the UNet weights are incomplete (input_blocks.0.0.weight is missing)")
-    model_config = comfy.supported_models.SD15(unet_config)
+    model_config = _model_config(weights.path, unet)
     parameters = comfy.utils.calculate_parameters(unet)
     load_device = mm.get_torch_device()
-    unet_dtype = mm.unet_dtype(model_params=parameters, supported_dtypes=list(model_config.supported_inference_dtypes),
-                               weight_dtype=comfy.utils.weight_dtype(unet))
-    manual_cast = mm.unet_manual_cast(unet_dtype, load_device, model_config.supported_inference_dtypes)
+    unet_dtype, fp8_fast = WEIGHT_DTYPES[weight_dtype]
+    supported = list(model_config.supported_inference_dtypes)
+    if unet_dtype is None:  # ComfyUI's policy, as its checkpoint loader applies it
+        unet_dtype = mm.unet_dtype(model_params=parameters, supported_dtypes=supported,
+                                   weight_dtype=comfy.utils.weight_dtype(unet))
+    manual_cast = mm.unet_manual_cast(unet_dtype, load_device, supported)
+    if weight_dtype == "bf16" and computes_bf16_natively(load_device):
+        manual_cast = None  # ComfyUI never computes bf16 on a CPU; on AVX512-BF16/AMX it is about 2x fp32
     model_config.set_inference_dtype(unet_dtype, manual_cast)
-    device = mm.unet_inital_load_device(parameters, unet_dtype)
-    if device.type == "cpu":
-        model = _model_sharing_file_tensors(weights.path, model_config, unet, unet_dtype, device)
-    else:  # built on the accelerator: the copy goes there, not into a second copy in RAM
-        model = model_config.get_model(unet, "", device=device)
+    if fp8_fast:
+        model_config.optimizations["fp8"] = True  # used where the device has fp8 matmuls, as core does
+
+    initial_device = mm.unet_inital_load_device(parameters, unet_dtype)
+    if initial_device == torch.device("cpu"):
+        model = _model_sharing_file_tensors(weights.path, model_config, unet, unet_dtype)
+    else:  # built straight on the accelerator: the copy goes there, never a second one in RAM
+        model = model_config.get_model(unet, "", device=initial_device)
         _check_fit(weights.path, *model.diffusion_model.load_state_dict(unet, strict=False))
+        release_file_pages(unet.values())  # read once for the copy; the VAE and encoder keep the file mapped
     patcher = comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
-    patcher = patcher.clone()  # the concat order is set on a clone, as on any shared MODEL
-    patcher.add_object_patch("concat_keys", PBE_CONCAT_KEYS)
+    patcher.add_object_patch("concat_keys", PBE_CONCAT_KEYS)  # a fresh patcher nobody else holds
+    model_guard.install(patcher)  # checks and adjusts every sampling run, in every route
     if _cpu_fallback_attention(load_device):
         log.info("Paint-by-Example: PyTorch attention for this model on the CPU (faster than the sub-quadratic "
                  "fallback; start ComfyUI with --use-quad-cross-attention to keep that one)")
         patcher.model_options.setdefault("transformer_options", {})["optimized_attention_override"] = _pytorch_attention
+    if initial_device != torch.device("cpu"):
+        # As ComfyUI's own loader does: its model management must know the weights are already on the
+        # device, or the first sampling reserves them a second time and nothing can offload them.
+        mm.load_models_gpu([patcher], force_full_load=True)
     return patcher
+
+
+def computes_bf16_natively(device: torch.device) -> bool:
+    """Where bf16 runs at full speed: the GPUs ComfyUI trusts with bf16, and CPUs with AVX512-BF16,
+    AMX or Arm's BF16 (ComfyUI's policy keeps every CPU in fp32, the right choice elsewhere)."""
+    if mm.is_device_cpu(device):
+        return cpu_has_native_bf16()
+    return mm.should_use_bf16(device)
+
+
+def _model_config(path: str, unet: dict[str, torch.Tensor]):
+    """ComfyUI's own detection (the real SD 1.x widths); the sizes read from the tensors otherwise."""
+    unet_config = comfy.model_detection.detect_unet_config(unet, "")
+    if unet_config is None:
+        raise CheckpointError(f"{path}: the UNet weights are incomplete (input_blocks.0.0.weight is missing)")
+    if comfy.supported_models.SD15.matches(unet_config, unet):  # asked first: detection logs an error on no match
+        detected = comfy.model_detection.model_config_from_unet(unet, "")
+        if isinstance(detected, comfy.supported_models.SD15):
+            return detected
+    return comfy.supported_models.SD15(unet_config)
 
 
 def _cpu_fallback_attention(device: torch.device) -> bool:
@@ -74,13 +131,12 @@ def _pytorch_attention(_chosen, *args, **kwargs):
     return comfy_attention.attention_pytorch(*args, **kwargs)
 
 
-def _model_sharing_file_tensors(path, model_config, unet: dict[str, torch.Tensor], dtype: torch.dtype,
-                                device: torch.device):
+def _model_sharing_file_tensors(path, model_config, unet: dict[str, torch.Tensor], dtype: torch.dtype):
     """The UNet built empty (meta device) and handed the checkpoint's own tensors, cast only where
     ComfyUI's dtype differs: the weights are never held twice while loading (memory-mapped files
     stay mapped and are read on demand)."""
     model = model_config.get_model(unet, "", device=torch.device("meta"))
-    model.device = device
+    model.device = torch.device("cpu")
     _check_fit(path, *model.diffusion_model.load_state_dict(_in_dtype(unet, dtype), strict=False, assign=True))
     left_empty = [name for name, tensor in [*model.named_parameters(), *model.named_buffers()] if tensor.is_meta]
     if left_empty:
@@ -118,14 +174,19 @@ def _ldm_unet(weights: PaintByExampleWeights) -> dict[str, torch.Tensor]:
     return unet
 
 
-def build_vae(weights: PaintByExampleWeights) -> comfy.sd.VAE:
-    """ComfyUI's own VAE object, with its sizes read from the weights (any width)."""
+def build_vae(weights: PaintByExampleWeights, weight_dtype: str = "default") -> comfy.sd.VAE:
+    """ComfyUI's own VAE object: ComfyUI's detection for the real SD 1.x VAE, sizes read from the
+    weights for any other width. An explicit bf16 runs it in bf16 where the device does so natively."""
+    check_choice("weight_dtype", weight_dtype, WEIGHT_DTYPES)
     vae = weights.vae
     if weights.weights_format == "diffusers":
         vae = comfy.diffusers_convert.convert_vae_state_dict(vae)
     shape = vae_shape_from_weights(vae)
-    config = {"params": {"embed_dim": shape.embed_dim, "ddconfig": shape.ddconfig()}}
-    built = comfy.sd.VAE(sd=vae, config=config)
+    config = None if shape == VAEShape() else {"params": {"embed_dim": shape.embed_dim, "ddconfig": shape.ddconfig()}}
+    args = comfy.cli_args.args
+    explicit = args.fp16_vae or args.bf16_vae or args.fp32_vae
+    dtype = torch.bfloat16 if weight_dtype == "bf16" and not explicit and computes_bf16_natively(mm.vae_device()) else None
+    built = comfy.sd.VAE(sd=vae, config=config, dtype=dtype)
     _hand_over_file_tensors(built.first_stage_model, vae, built.vae_dtype)
     return built
 
@@ -140,23 +201,20 @@ def _hand_over_file_tensors(module: torch.nn.Module, weights: dict[str, torch.Te
 
 
 def _in_dtype(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> dict[str, torch.Tensor]:
-    """Floating-point tensors in ComfyUI's dtype (the same tensors where it already matches)."""
-    return {key: value.to(dtype) if value.is_floating_point() else value for key, value in tensors.items()}
-
-
-ENCODER_DTYPES = {"auto": None, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+    """Floating-point tensors in ComfyUI's dtype: the same tensors where it already matches; where
+    they are cast, the file's pages of the originals are handed back as the copies are made."""
+    return cast_releasing_pages(tensors, dtype)
 
 
 def build_encoder(weights: PaintByExampleWeights, dtype: str = "auto") -> ExemplarEncoderHandle:
-    """The exemplar encoder under ComfyUI's memory management (text-encoder devices)."""
-    load_device = mm.text_encoder_device()
-    chosen = ENCODER_DTYPES[dtype] if dtype in ENCODER_DTYPES else None
-    if chosen is None:
-        chosen = _auto_encoder_dtype(load_device)
-    encoder = weights.build_encoder(dtype=chosen)
-    patcher = comfy.model_patcher.ModelPatcher(encoder, load_device=load_device,
-                                               offload_device=mm.text_encoder_offload_device())
-    return ExemplarEncoderHandle(patcher, source=weights.path)
+    """The exemplar encoder under ComfyUI's memory management (text-encoder devices): its head now,
+    its CLIP tower when a reference image first needs it (checked now, without reading it)."""
+    check_choice("encoder_dtype", dtype, ENCODER_DTYPES)
+    chosen = ENCODER_DTYPES[dtype] or _auto_encoder_dtype(mm.text_encoder_device())
+    head = weights.build_head(dtype=chosen)
+    weights.check_tower()
+    encoder_only = dataclasses.replace(weights, unet={}, vae={})  # the closure keeps no UNet or VAE tensors
+    return ExemplarEncoderHandle(head, lambda: encoder_only.build_tower(dtype=chosen), source=weights.path)
 
 
 def _auto_encoder_dtype(device: torch.device) -> torch.dtype:

@@ -4,7 +4,7 @@ random checkpoints for tests and demos. Needs torch, transformers, safetensors a
 
 from .architecture import EncoderSizes, UNetShape, VAEShape, vae_shape_from_weights
 from .checkpoint import PaintByExampleWeights, read_checkpoint
-from .encoder import ExemplarEncoder, build_encoder
+from .encoder import ExemplarEncoder, ExemplarHead, ExemplarTower, build_encoder, build_head, build_tower
 from .errors import CheckpointError
 from .mask_jitter import JitterSettings, jitter_masks
 from .masks import binarize, bounding_box, feather, grow
@@ -13,8 +13,9 @@ from .reference import MODES as PREPROCESS_MODES
 from .reference import prepare_references
 
 __all__ = [
-    "CheckpointError", "EncoderSizes", "ExemplarEncoder", "JitterSettings", "PREPROCESS_MODES",
-    "PaintByExampleWeights", "UNetShape", "VAEShape", "binarize", "bounding_box", "build_encoder",
+    "CheckpointError", "EncoderSizes", "ExemplarEncoder", "ExemplarHead", "ExemplarTower", "JitterSettings", "PREPROCESS_MODES",
+    "PaintByExampleWeights", "UNetShape", "VAEShape", "binarize", "bounding_box", "build_encoder", "build_head",
+    "build_tower",
     "feather", "grow", "jitter_masks", "make_random_checkpoint", "prepare_references", "random_weights",
     "read_checkpoint", "vae_shape_from_weights",
 ]

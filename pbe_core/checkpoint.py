@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from . import layouts
-from .encoder import ExemplarEncoder, build_encoder
+from .encoder import ExemplarEncoder, ExemplarHead, ExemplarTower, build_encoder, build_head, build_tower, check_tower
 from .errors import CheckpointError
 from .tensor_files import read_tensors
 
@@ -56,9 +56,24 @@ class PaintByExampleWeights:
         return self.unet[key].shape[1]
 
     def build_encoder(self, dtype: torch.dtype | None = None) -> ExemplarEncoder:
+        return self._named(build_encoder, dtype=dtype)
+
+    def build_head(self, dtype: torch.dtype | None = None) -> ExemplarHead:
+        """The encoder's head alone (what runs on CLIP hidden states from elsewhere)."""
+        return self._named(build_head, dtype=dtype)
+
+    def build_tower(self, dtype: torch.dtype | None = None) -> ExemplarTower:
+        """The encoder's CLIP tower alone."""
+        return self._named(build_tower, dtype=dtype)
+
+    def check_tower(self) -> None:
+        """Check the CLIP tower's weights without reading them (see :func:`encoder.check_tower`)."""
+        self._named(check_tower)
+
+    def _named(self, build, **kwargs):
         heads = (self.encoder_config or {}).get("num_attention_heads")
         try:
-            return build_encoder(self.encoder, dtype=dtype, clip_heads=heads)
+            return build(self.encoder, clip_heads=heads, **kwargs)
         except CheckpointError as e:
             raise CheckpointError(f"{self.path}: {e}") from e
 

@@ -15,8 +15,9 @@ from torch import nn
 
 from transformers import CLIPVisionConfig
 
-from .clip_vision import build_clip_vision, clip_config_from_weights, clip_keys_for_model
+from .clip_vision import build_clip_vision, canonical_clip_keys, clip_config_from_weights, clip_keys_for_model
 from .errors import CheckpointError
+from .file_pages import cast_releasing_pages
 
 
 class _FloatLayerNorm(nn.LayerNorm):
@@ -105,21 +106,78 @@ class EncoderShape:
         return self.clip.image_size
 
 
-class ExemplarEncoder(nn.Module):
-    """Turns preprocessed references (B, 3, S, S) into PbE contexts (B, 1, context_dim).
+class ExemplarTower(nn.Module):
+    """The CLIP ViT image tower: preprocessed references (B, 3, S, S) -> the final-layer class token
+    (B, clip_width), before CLIP's post-layernorm (which the head applies).
 
-    A plain ``nn.Module`` holding the transformers model, so a ComfyUI ModelPatcher can manage it
-    (a ``PreTrainedModel`` refuses the ``.device`` attribute ModelPatcher assigns).
+    A plain ``nn.Module`` holding the transformers model, so a host's model manager can manage it (a
+    ``PreTrainedModel`` refuses the ``.device`` attribute ComfyUI's ModelPatcher assigns).
     """
 
-    def __init__(self, shape: EncoderShape, clip: nn.Module):
+    def __init__(self, clip: nn.Module):
         super().__init__()
+        self.clip = clip
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.clip.parameters()).dtype
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        if pixels.ndim != 4 or pixels.shape[1] != 3:
+            raise ValueError(f"expected preprocessed references of shape (B, 3, H, W), got {tuple(pixels.shape)}")
+        return self.clip(pixel_values=pixels.to(self.dtype)).last_hidden_state[:, 0]
+
+
+class ExemplarHead(nn.Module):
+    """Everything after the CLIP tower: CLIP's post-layernorm, the bottleneck mapper, the final layer
+    norm, the projection to the UNet's context width, and the learned unconditional vector. It is
+    small (about 5 % of the encoder), so it can run on CLIP hidden states from another
+    implementation of the same frozen tower without loading this checkpoint's tower at all."""
+
+    def __init__(self, shape: EncoderShape):
+        super().__init__()
+        width = shape.clip_width
         self.shape = shape
-        self.transformer = clip
-        self.mapper = BottleneckMapper(shape.clip_width, shape.mapper_layers, shape.mapper_hidden)
-        self.final_ln = _FloatLayerNorm(shape.clip_width)
-        self.proj_out = nn.Linear(shape.clip_width, shape.context_dim)
+        self.post_layernorm = nn.LayerNorm(width, eps=shape.clip.layer_norm_eps)  # CLIP's own, plain dtype
+        self.mapper = BottleneckMapper(width, shape.mapper_layers, shape.mapper_hidden)
+        self.final_ln = _FloatLayerNorm(width)
+        self.proj_out = nn.Linear(width, shape.context_dim)
         self.learnable_vector = nn.Parameter(torch.zeros(1, 1, shape.context_dim))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.proj_out.weight.dtype
+
+    def embedding(self, class_token: torch.Tensor) -> torch.Tensor:
+        """CLIP's pooled image embedding (its ``pooler_output``) from the final-layer class token."""
+        return self.post_layernorm(class_token.to(self.dtype))
+
+    def context_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
+        """Mapper -> final layer norm -> projection; (B, clip_width) -> (B, 1, context_dim)."""
+        z = self.mapper(embedding.to(self.dtype)[:, None, :])
+        return self.proj_out(self.final_ln(z))
+
+    def forward(self, class_token: torch.Tensor) -> torch.Tensor:
+        """The final-layer class token (B, clip_width) -> the context (B, 1, context_dim)."""
+        return self.context_from_embedding(self.embedding(class_token))
+
+    def unconditional(self, batch: int = 1) -> torch.Tensor:
+        """The learned unconditional context used for classifier-free guidance, (batch, 1, dim)."""
+        return self.learnable_vector.expand(batch, -1, -1)
+
+
+class ExemplarEncoder(nn.Module):
+    """Turns preprocessed references (B, 3, S, S) into PbE contexts (B, 1, context_dim): the CLIP
+    tower, then the head."""
+
+    def __init__(self, tower: ExemplarTower, head: ExemplarHead):
+        super().__init__()
+        self.tower = tower
+        self.head = head
+
+    @property
+    def shape(self) -> EncoderShape:
+        return self.head.shape
 
     @property
     def image_size(self) -> int:
@@ -129,30 +187,27 @@ class ExemplarEncoder(nn.Module):
     def context_dim(self) -> int:
         return self.shape.context_dim
 
+    @property
+    def mapper(self) -> BottleneckMapper:
+        return self.head.mapper
+
+    @property
+    def proj_out(self) -> nn.Linear:
+        return self.head.proj_out
+
+    @property
+    def learnable_vector(self) -> nn.Parameter:
+        return self.head.learnable_vector
+
     def image_embedding(self, pixels: torch.Tensor) -> torch.Tensor:
         """CLIP's post-layernorm CLS token (``pooler_output``), (B, clip_width)."""
-        dtype = self.proj_out.weight.dtype
-        return self.transformer(pixel_values=pixels.to(dtype)).pooler_output
-
-    def embedding_from_hidden_states(self, last_hidden_state: torch.Tensor) -> torch.Tensor:
-        """CLIP's final-layer hidden states (B, tokens, width), before its post-layernorm, from
-        another implementation of the same tower -> the pooled embedding this encoder uses."""
-        tower = getattr(self.transformer, "vision_model", self.transformer)  # transformers 4 / 5
-        return tower.post_layernorm(last_hidden_state[:, 0].to(self.proj_out.weight.dtype))
-
-    def context_from_embedding(self, embedding: torch.Tensor) -> torch.Tensor:
-        """Mapper -> final layer norm -> projection; (B, clip_width) -> (B, 1, context_dim)."""
-        z = self.mapper(embedding.to(self.proj_out.weight.dtype)[:, None, :])
-        return self.proj_out(self.final_ln(z))
+        return self.head.embedding(self.tower(pixels))
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        if pixels.ndim != 4 or pixels.shape[1] != 3:
-            raise ValueError(f"expected preprocessed references of shape (B, 3, H, W), got {tuple(pixels.shape)}")
-        return self.context_from_embedding(self.image_embedding(pixels))
+        return self.head(self.tower(pixels))
 
     def unconditional(self, batch: int = 1) -> torch.Tensor:
-        """The learned unconditional context used for classifier-free guidance, (batch, 1, dim)."""
-        return self.learnable_vector.expand(batch, -1, -1)
+        return self.head.unconditional(batch)
 
 
 def encoder_shape_from_weights(sd: dict[str, torch.Tensor], clip_heads: int | None = None) -> EncoderShape:
@@ -178,29 +233,68 @@ def build_encoder(
     dtype: torch.dtype | None = None,
     clip_heads: int | None = None,
 ) -> ExemplarEncoder:
-    """Build an :class:`ExemplarEncoder` from weights in pbe_core's naming and load them strictly.
+    """Build an :class:`ExemplarEncoder` (tower and head) from weights in pbe_core's naming.
 
-    ``dtype`` defaults to the weights' own dtype. The module is built on the meta device and the
-    weights are assigned, so no random initialisation runs and no second copy is made.
+    ``dtype`` defaults to the weights' own dtype. Modules are built on the meta device and handed
+    the weights, so no random initialisation runs and no second copy is made where no cast is needed.
     """
     shape = encoder_shape_from_weights(sd, clip_heads=clip_heads)
+    return ExemplarEncoder(build_tower(sd, dtype, shape=shape), build_head(sd, dtype, shape=shape))
+
+
+def build_tower(sd: dict[str, torch.Tensor], dtype: torch.dtype | None = None, clip_heads: int | None = None,
+                shape: EncoderShape | None = None) -> ExemplarTower:
+    """The CLIP tower alone, from weights in pbe_core's naming (``transformer.*``)."""
+    shape = shape or encoder_shape_from_weights(sd, clip_heads=clip_heads)
+    dtype = dtype or sd["proj_out.weight"].dtype
     with torch.device("meta"):
-        encoder = ExemplarEncoder(shape, build_clip_vision(shape.clip))
-    clip_sd = clip_keys_for_model(encoder.transformer, _sub(sd, "transformer."))
-    full = {f"transformer.{k}": v for k, v in clip_sd.items()}
-    full.update({k: v for k, v in sd.items() if not k.startswith("transformer.")})
-    if dtype is None:
-        dtype = sd["proj_out.weight"].dtype
-    full = {k: v.to(dtype) for k, v in full.items()}
-    missing, unexpected = encoder.load_state_dict(full, strict=False, assign=True)
-    missing = [k for k in missing if not k.endswith("position_ids")]
+        tower = ExemplarTower(build_clip_vision(shape.clip))
+    clip_sd = clip_keys_for_model(tower.clip, _sub(sd, "transformer."))
+    _load(tower, {f"clip.{k}": v for k, v in clip_sd.items()}, dtype, "the CLIP image tower")
+    return tower
+
+
+def check_tower(sd: dict[str, torch.Tensor], clip_heads: int | None = None) -> None:
+    """Raise :class:`CheckpointError` unless the tower's weights fit a CLIP vision tower exactly:
+    checked on the meta device, so no weight is read or copied."""
+    shape = encoder_shape_from_weights(sd, clip_heads=clip_heads)
+    with torch.device("meta"):
+        clip = build_clip_vision(shape.clip)
+    expected = {k for k in clip.state_dict() if not k.endswith("position_ids")}
+    given = set(clip_keys_for_model(clip, _sub(sd, "transformer.")))
+    _check_keys(sorted(expected - given), sorted(given - expected), "the CLIP image tower")
+
+
+def build_head(sd: dict[str, torch.Tensor], dtype: torch.dtype | None = None, clip_heads: int | None = None,
+               shape: EncoderShape | None = None) -> ExemplarHead:
+    """The head alone (post-layernorm, mapper, final layer norm, projection, unconditional vector)."""
+    shape = shape or encoder_shape_from_weights(sd, clip_heads=clip_heads)
+    dtype = dtype or sd["proj_out.weight"].dtype
+    with torch.device("meta"):
+        head = ExemplarHead(shape)
+    clip = canonical_clip_keys(_sub(sd, "transformer."))
+    # the head keeps its own copy of CLIP's tiny post-layernorm (2 x width values), so it never shares a
+    # parameter with the tower: each can be loaded and offloaded on its own
+    weights = {k: v.clone() for k, v in clip.items() if k.startswith("post_layernorm.")}
+    weights.update({k: v for k, v in sd.items() if not k.startswith("transformer.")})
+    _load(head, weights, dtype, "the exemplar mapper")
+    return head
+
+
+def _load(module: nn.Module, weights: dict[str, torch.Tensor], dtype: torch.dtype, what: str) -> None:
+    weights = cast_releasing_pages(weights, dtype)
+    missing, unexpected = module.load_state_dict(weights, strict=False, assign=True)
+    _check_keys([k for k in missing if not k.endswith("position_ids")], unexpected, what)
+    _materialize_buffers(module, dtype)
+    module.eval().requires_grad_(False)
+
+
+def _check_keys(missing: list[str], unexpected: list[str], what: str) -> None:
     if missing or unexpected:
         raise CheckpointError(
-            "the exemplar encoder weights do not fit the Paint-by-Example encoder: "
+            f"the weights of {what} do not fit the Paint-by-Example encoder: "
             f"missing {_short(missing)}, unexpected {_short(unexpected)}"
         )
-    _materialize_buffers(encoder, dtype)
-    return encoder.eval().requires_grad_(False)
 
 
 def _materialize_buffers(module: nn.Module, dtype: torch.dtype) -> None:

@@ -59,3 +59,26 @@ def test_crop_stitch_prints_the_ratio(tmp_path):
 def test_soak_prints_resident_memory(tmp_path):
     out = _run("soak.py", "--edits", "2", "--every", "1", tmp_path=tmp_path)
     assert out.count("MiB") >= 2
+
+
+def test_weight_dtype_prints_speed_memory_and_difference(tmp_path):
+    out = _run("weight_dtype.py", "--model", "tiny", "--size", "64", "--steps", "2", "--repeats", "1",
+               "--dtypes", "default", "bf16", "--work", str(tmp_path / "work"), tmp_path=tmp_path,
+               needs_diffusers=False)
+    assert re.search(r"CPU: .*\((no native|native) bf16\)", out)
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines()
+            if line.split()[:1] in (["default"], ["bf16"]) and len(line.split()) == 7}
+    assert set(rows) == {"default", "bf16"} and all(float(v) >= 0 for values in rows.values() for v in values)
+    assert float(rows["default"][4]) == 0 and float(rows["bf16"][4]) > 0  # bf16 moves the result, default is itself
+    assert "bf16 / default: steps/s x" in out
+
+
+def test_score_blend_prints_the_cost_of_scoring_and_of_each_blend(tmp_path):
+    out = _run("score_blend.py", "--edits", "2", "--edit-size", "64", "--repeats", "1", "--source", "384", "512",
+               tmp_path=tmp_path, needs_diffusers=False)
+    assert re.search(r"score 2 edits \(64x64, tiny checkpoint.*warm \d+\.\d+ s = \d+\.\d ms per edit", out)
+    assert "blend on a 512x384 source" in out
+    for case in ("small mask", "large mask"):
+        line = next(line for line in out.splitlines() if line.strip().startswith(case))
+        for label in ("linear feather", "multiband", "multiband + mean colour", "multiband + local colour"):
+            assert re.search(rf"{re.escape(label)} \d+\.\d+ s \(x\d+\.\d\)", line), (label, line)
