@@ -24,10 +24,11 @@ def smooth_image(height: int, width: int, seed: int) -> np.ndarray:
     return (image[0].permute(1, 2, 0).clamp(0, 1) * 255).round().to(torch.uint8).numpy()
 
 
-def write_inputs(folder: Path, sizes: list[int]) -> dict:
-    """Source, mask (the middle half of each side) and reference PNGs, for every side alike."""
+def write_inputs(folder: Path, sizes: list[int], large: bool = True) -> dict:
+    """Source, mask (the middle half of each side) and reference PNGs, for every side alike; with
+    ``large``, also the 512 and 4096x3072 cases of the crop comparison."""
     names = {}
-    for size in sorted({*sizes, 512}):  # 512 is also the small case of the crop comparison
+    for size in sorted({*sizes, 512} if large else set(sizes)):
         mask = np.zeros((size, size), np.uint8)
         mask[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 255
         Image.fromarray(smooth_image(size, size, seed=size)).save(folder / f"source_{size}.png")
@@ -35,6 +36,8 @@ def write_inputs(folder: Path, sizes: list[int]) -> dict:
         names[size] = (f"source_{size}.png", f"mask_{size}.png")
     for seed, name in ((1, "reference.png"), (2, "reference_2.png")):
         Image.fromarray(smooth_image(400, 320, seed=seed)).save(folder / name)
+    if not large:
+        return names
     big = np.zeros((3072, 4096), np.uint8)
     big[1536 - 48:1536 + 48, 2048 - 48:2048 + 48] = 255
     Image.fromarray(smooth_image(3072, 4096, seed=3)).save(folder / "source_4096.png")
@@ -133,6 +136,12 @@ class Executor:
     def steps_per_second(self, node: str | None = None) -> float | None:
         """Of the last prompt's sampling (in one node, or in all)."""
         return self.timeline.steps_per_second(node)
+
+    def output(self, node: str) -> tuple:
+        """The last prompt's outputs of a node, one value per output (the first item of each list)."""
+        entry = self.executor.caches.outputs.get(node)
+        outputs = entry.outputs if hasattr(entry, "outputs") else entry
+        return tuple(values[0] for values in outputs)
 
     def order(self) -> list[str]:
         """The nodes the last prompt ran, in order."""

@@ -1,308 +1,313 @@
-"""Paint-by-Example in ComfyUI (this pack) against diffusers' PaintByExamplePipeline, same weights.
+"""Paint-by-Example edits as an artist feels them: this pack in ComfyUI against diffusers' PaintByExamplePipeline.
 
-One process makes a full-size random-weight model (the authors' single file for us, and the same
-weights converted to a diffusers folder for diffusers), then runs, one after the other:
+The same random-weight model (the authors' single file for us, the same weights converted to a
+diffusers folder for diffusers) is written once to --work. Each side then runs in ONE process that
+stays up (bench/edit_side.py): ours is ComfyUI's own prompt executor with its graph cache
+(Loader -> Encode -> Sampler -> Preview Image), theirs one PaintByExamplePipeline object reused
+between edits. This parent asks each side for one edit at a time and alternates the sides run by
+run, so the drift of a shared machine hits both alike. For every size and step count:
 
-- diffusers: PaintByExamplePipeline.from_pretrained(folder) with DDIMScheduler;
-- ours: PaintByExampleLoader -> PaintByExampleEncode -> PaintByExampleSampler, executed by
-  ComfyUI's own prompt executor (so its graph cache and model management are in play), with
-  ComfyUI's ddim sampler and ddim_uniform schedule.
+- load + first edit: the side drops its model and caches (a server opening the workflow), loads,
+  edits (after one warm-up edit per size and side, not counted: a process's very first edit pays
+  one-time costs);
+- re-roll: the same edit with a new seed;
+- new reference: the same source and mask with another reference (and a new seed).
 
-Both: 20 steps, guidance 5, the same source, mask, reference and seeds, one UNet call (cond and
-uncond batched) per step. For each size it prints the load time, the first run, the median of
---repeats warm runs (a new seed each, so the sampler really runs; the reference is unchanged, so
-ComfyUI's cache serves the encoder), steps per second, the peak resident memory of each side at
-each size (VmHWM, reset before each side and each size; the first size includes loading) with the
-part of it that is the weights' memory-mapped file pages, and the ratios ours/diffusers. Then the
-encoder's share of a run (first run, a new reference on a warm model, and a cached re-run) and the
-cost of an edit on a 512 vs a 4096x3072 source through Crop -> Sampler -> Stitch.
+Both: DDIM-like sampling (ComfyUI's ddim + ddim_uniform; diffusers' DDIMScheduler), guidance 5,
+the same source, mask (the middle half), references and seeds, one batched cond+uncond UNet call
+per step. Printed: per-phase medians over the --repeats interleaved runs and ours/diffusers, each
+side's peak resident memory (its own process; VmHWM since the model was loaded, with the part that
+is memory-mapped files), and where the time of each phase goes (encoder, each VAE call, the
+sampling steps with the UNet's own share, decode, paste-back, everything else).
 
-    python bench/vs_diffusers.py [--sizes 256 512] [--steps 20] [--repeats 3] [--layout ckpt]
+With --dtype bf16: ours loads with weight_dtype bf16, and runs against diffusers in fp32 (its
+default) and in bf16 (torch_dtype bfloat16); the decoded images are compared with our fp32 edit
+of the same seed. ComfyUI computes bf16 only where the CPU has AVX512-BF16, AMX or Arm BF16 (the
+CPU line says whether this one has): elsewhere it stores bf16 and computes in fp32.
+
+    python bench/vs_diffusers.py [--model full|small|tiny] [--sizes 256 512] [--steps 4 20]
+                                 [--repeats 3] [--dtype fp32|bf16] [--layout ckpt|safetensors]
                                  [--work DIR] [--attention default|quad] [--device cpu|cuda]
+                                 [--noise-mask default|on|off] [--warm-up 1|0]
 
-Goals on a CPU: wall time ours/diffusers <= 0.85 and peak memory <= 0.9 at both sizes; the encoder
-<= 2% of a 20-step run.
+Goals, ours/diffusers at equal precision: first edit <= 0.95, re-roll <= 0.90, new reference
+<= 1.00, peak memory <= 1.00; with bf16 on a CPU with native bf16 against diffusers in fp32:
+first edit <= 0.60, peak memory <= 0.65.
 """
 
 from __future__ import annotations
 
 import argparse
-import ctypes
-import gc
-import re
-import statistics
+import importlib.metadata
+import importlib.util
+import json
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(HERE)]
 
-from comfyui import NO_COMFYUI, ComfyUI, find_comfyui  # noqa: E402
-from harness import CFG, STEPS_DEFAULT, Executor, ours_prompt, write_inputs  # noqa: E402
+from call_timer import median  # noqa: E402
+from comfyui import NO_COMFYUI, find_comfyui  # noqa: E402
+from harness import write_inputs  # noqa: E402
 
 from pbe_core import random_checkpoint  # noqa: E402
+from pbe_core.cpu_features import cpu_has_native_bf16, describe_cpu  # noqa: E402
+
+PHASES = {"first": "load + first edit", "reroll": "re-roll (new seed)", "newref": "new reference"}
+GOALS = {"first": 0.95, "reroll": 0.90, "newref": 1.00, "peak": 1.00}
+NATIVE_BF16_GOALS = {"first": 0.60, "peak": 0.65}  # ours in bf16 against diffusers in fp32
+REFERENCES = {"first": "reference.png", "reroll": "reference.png", "newref": "reference_2.png"}
 
 
-# ---------------------------------------------------------------- memory
-def _status_mib(field: str) -> float:
-    text = Path("/proc/self/status").read_text()
-    return int(re.search(rf"{field}:\s+(\d+) kB", text).group(1)) / 1024
-
-
-def reset_peak() -> None:
-    """Linux: make the peak resident set size (VmHWM) start again from the current size."""
-    Path("/proc/self/clear_refs").write_text("5")
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-
-
-def gpu_peak_mib() -> float | None:
-    return torch.cuda.max_memory_allocated() / 2 ** 20 if torch.cuda.is_available() else None
-
-
-def peak_mib() -> float:
-    return _status_mib("VmHWM")
-
-
-def rss_mib() -> float:
-    return _status_mib("VmRSS")
-
-
-def file_mib() -> float:
-    """Resident pages backed by files: memory-mapped weights (both sides map theirs) and libraries."""
-    return _status_mib("RssFile")
-
-
-def release() -> None:
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    try:  # hand freed heap pages back to the system, so the next side starts from the same floor
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except OSError:
-        pass
-
-
-def make_model(work: Path, layout: str, size: str) -> tuple[Path, Path]:
+def make_model(work: Path, layout: str, size: str) -> tuple[str, str]:
     """The same random weights as the authors' single file and as a diffusers folder (kept in --work)."""
-    single = work / "models" / "checkpoints" / f"pbe.{layout}"
-    folder = work / "diffusers_pbe"
+    stem = "pbe" if size == "full" else f"pbe_{size}"
+    single = work / "models" / "checkpoints" / f"{stem}.{layout}"
+    folder = work / f"diffusers_{stem}"
     if not (single.exists() and (folder / "model_index.json").exists()):
         started = time.perf_counter()
         weights = random_checkpoint.random_weights(size, seed=0)
-        random_checkpoint.write_single_file(single, weights)  # .ckpt: a Lightning-style pickle
+        # a .ckpt is a Lightning-style pickle; its AdamW state (7 GB at full size) changes nothing we measure
+        random_checkpoint.write_single_file(single, weights, optimizer_state=False)
         random_checkpoint.write_diffusers_folder(folder, weights)
-        del weights
-        release()
-        print(f"wrote the {size} random model to {work} in {time.perf_counter() - started:.0f} s")
-    return single, folder
+        print(f"wrote the {size} random model to {work} in {time.perf_counter() - started:.0f} s", flush=True)
+    return single.name, folder.name
 
 
-# ---------------------------------------------------------------- the two sides
 class Side:
-    """Figures of one implementation at one size."""
+    """One implementation in a process of its own (bench/edit_side.py), asked for one edit at a time."""
 
-    def __init__(self, name: str):
-        self.name, self.load_s, self.first_s, self.runs = name, 0.0, 0.0, []
-        self.peak_mib = self.file_mib = 0.0
-        self.gpu_peak_mib = None
+    def __init__(self, label: str, impl: str, dtype: str, args, ckpt: str, folder: str):
+        self.label, self.impl, self.dtype = label, impl, dtype
+        self.log = args.work / "logs" / f"{label.replace(' ', '_')}.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, str(HERE / "edit_side.py"), "--side", impl, "--dtype", dtype, "--work",
+                   str(args.work), "--ckpt", ckpt, "--diffusers-folder", folder, "--device", args.device,
+                   "--attention", args.attention, "--noise-mask", args.noise_mask]
+        with self.log.open("w") as log:
+            self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                            text=True, bufsize=1)
+        ready = self._answer()
+        self.threads, self.floor_mib = ready["threads"], ready["floor_mib"]
+        self.runs: dict[tuple, list[dict]] = {}  # (size, steps, phase) -> answers
+
+    def _answer(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            sys.exit(f"{self.label} stopped; the end of its log ({self.log}):\n{self.log.read_text()[-3000:]}")
+        answer = json.loads(line)
+        if "error" in answer:
+            sys.exit(f"{self.label} failed:\n{answer['error']}")
+        return answer
+
+    def ask(self, **command) -> dict:
+        self.process.stdin.write(json.dumps(command) + "\n")
+        self.process.stdin.flush()
+        return self._answer()
 
     def close(self) -> None:
-        """Record this size's peak memory, and start the next size's from here."""
-        self.peak_mib, self.file_mib, self.gpu_peak_mib = peak_mib(), file_mib(), gpu_peak_mib()
-        reset_peak()
+        try:
+            self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+            self.process.stdin.close()
+            self.process.wait(timeout=120)
+        except (OSError, subprocess.TimeoutExpired):
+            self.process.kill()
 
-    @property
-    def median_s(self) -> float:
-        return statistics.median(self.runs)
+
+def seed_of(repeat: int, config: int, phase: str) -> int:
+    return 1000 * repeat + 10 * config + list(PHASES).index(phase)
 
 
-def run_diffusers(folder: Path, inputs: Path, names: dict, args) -> tuple[dict, float]:
-    """diffusers as its users run it: from_pretrained, then one pipeline call per image."""
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-    from diffusers.pipelines.deprecated.paint_by_example import PaintByExampleImageEncoder, PaintByExamplePipeline
-    from transformers import CLIPImageProcessor, CLIPVisionConfig
-
-    reset_peak()
-    floor = rss_mib()
-    started = time.perf_counter()
-    # Each part through its own from_pretrained: diffusers no longer resolves the folder's
-    # "paint_by_example" image encoder (the pipeline moved to `deprecated`), and that encoder's
-    # config is a CLIPVisionConfig, which its class does not read by itself.
-    pipe = PaintByExamplePipeline(
-        unet=UNet2DConditionModel.from_pretrained(folder, subfolder="unet"),
-        vae=AutoencoderKL.from_pretrained(folder, subfolder="vae"),
-        image_encoder=PaintByExampleImageEncoder.from_pretrained(
-            folder / "image_encoder", config=CLIPVisionConfig.from_pretrained(folder / "image_encoder")),
-        scheduler=DDIMScheduler.from_pretrained(folder, subfolder="scheduler"),
-        feature_extractor=CLIPImageProcessor.from_pretrained(folder, subfolder="feature_extractor"),
-        safety_checker=None, requires_safety_checker=False)
-    if args.device == "cuda":
-        pipe.to("cuda", torch.float16)
-    pipe.set_progress_bar_config(disable=True)
-    load_s = time.perf_counter() - started
-    reference = Image.open(inputs / "reference.png").convert("RGB")
-    results = {}
+def warm_up(sides: list[Side], args) -> None:
+    """A first edit per size and side, not counted, so that every counted first edit starts from a
+    process that has edited before (a server that has run once), whatever the order of the runs:
+    a process's very first edit also pays one-time costs (libraries' lazy set-up, and the weights
+    read from disk when they are not in the page cache yet)."""
     for size in args.sizes:
-        source_name, mask_name = names[size]
-        source = Image.open(inputs / source_name).convert("RGB")
-        mask = Image.open(inputs / mask_name).convert("L")
-        side = results[size] = Side("diffusers")
-        side.load_s = load_s
-        for repeat in range(args.repeats + 1):
-            started = time.perf_counter()
-            pipe(example_image=reference, image=source, mask_image=mask, height=size, width=size,
-                 num_inference_steps=args.steps, guidance_scale=CFG,
-                 generator=torch.Generator().manual_seed(repeat)).images[0]
-            elapsed = time.perf_counter() - started
-            if repeat == 0:
-                side.first_s = elapsed
-            else:
-                side.runs.append(elapsed)
-            print(f"  diffusers {size}: run {repeat} {elapsed:.2f} s", flush=True)
-        side.close()
-    del pipe
-    release()
-    return results, floor
+        for side in sides:
+            answer = side.ask(op="first", size=size, steps=2, seed=0, reference=REFERENCES["first"])
+            print(f"  {size}x{size} 2 steps, warm-up (not counted): {side.label} {answer['seconds']:.2f} s", flush=True)
 
 
-def run_ours(comfy: ComfyUI, ckpt: str, names: dict, args) -> tuple[dict, dict, float, Executor]:
-    reset_peak()
-    floor = rss_mib()
-    ours = Executor(comfy)
-    results, encoder, load_s = {}, {}, 0.0
-    for size in args.sizes:
-        source, mask = names[size]
-        side = results[size] = Side("ours")
-        for repeat in range(args.repeats + 1):
-            elapsed, nodes = ours.run(ours_prompt(ckpt, source, mask, "reference.png", repeat, args.steps))
-            if repeat == 0:
-                load_s = load_s or nodes.get("loader", 0.0)
-                side.load_s = load_s
-                side.first_s = elapsed - nodes.get("loader", 0.0)
-                if "encode" in nodes:
-                    encoder["first"] = (size, nodes["encode"], side.first_s)
-            else:
-                side.runs.append(elapsed)
-                if repeat == 1:
-                    encoder.setdefault(f"cached {size}", (size, nodes.get("encode", 0.0), elapsed))
-            print(f"  ours {size}: run {repeat} {elapsed:.2f} s ({', '.join(f'{k} {v:.2f}' for k, v in nodes.items())})",
-                  flush=True)
-        side.close()
-    # a new reference on the warm model: the encoder runs again, the loader comes from the cache
-    size = args.sizes[-1]
-    elapsed, nodes = ours.run(ours_prompt(ckpt, *names[size], "reference_2.png", 0, args.steps))
-    encoder["new reference"] = (size, nodes.get("encode", 0.0), elapsed)
-    return results, encoder, floor, ours
+def run_interleaved(sides: list[Side], configs: list[tuple[int, int]], args) -> None:
+    runs = 0
+    for repeat in range(args.repeats):
+        for index, (size, steps) in enumerate(configs):
+            for phase in PHASES:
+                shift = runs % len(sides)  # who goes first turns with every run
+                runs += 1
+                for side in sides[shift:] + sides[:shift]:
+                    answer = side.ask(op="first" if phase == "first" else "edit", size=size, steps=steps,
+                                      seed=seed_of(repeat, index, phase), reference=REFERENCES[phase])
+                    side.runs.setdefault((size, steps, phase), []).append(answer)
+                    print(f"  {size}x{size} {steps} steps, {PHASES[phase]}: {side.label} "
+                          f"{_breakdown(side, [answer])}", flush=True)
+                    if phase == "reroll" and repeat == args.repeats - 1 and args.dtype == "bf16":
+                        side.ask(op="save", path=str(image_path(args, side.label, size, steps)))
 
 
-def crop_prompt(ckpt: str, source: str, mask: str, seed: int, steps: int) -> dict:
-    prompt = ours_prompt(ckpt, source, mask, "reference.png", seed, steps)
-    # a slightly different context each run, so the crop really runs instead of coming from the cache
-    prompt["crop"] = {"class_type": "PaintByExampleCrop", "inputs": {
-        "source": ["source", 0], "mask": ["mask", 0], "context": 2.0 + (seed % 100) / 100, "resolution": 512, "blend": 16}}
-    prompt["sampler"]["inputs"].update(source=["crop", 1], mask=["crop", 2])
-    prompt["stitch"] = {"class_type": "PaintByExampleStitch", "inputs": {"crop": ["crop", 0], "edited": ["sampler", 0]}}
-    prompt["preview"]["inputs"]["images"] = ["stitch", 0]
-    return prompt
-
-
-def run_crop(ours: Executor, ckpt: str, args) -> dict[str, list[float]]:
-    """Crop -> Sampler -> Stitch on a 512x512 and a 4096x3072 source with the same 96 px mask, so the
-    sampler works on the same 512 crop. Each case is warmed up once (the PNG is decoded then, as when
-    an artist edits one picture again and again); timed is what the pack's three nodes take, not
-    ComfyUI's PNG decoding or preview writing."""
-    cases = {"512x512": ("source_512.png", "mask_512_small.png"), "4096x3072": ("source_4096.png", "mask_4096.png")}
-    times = {name: [] for name in cases}
-    for name, (source, mask) in cases.items():
-        for repeat in range(args.crop_repeats + 1):
-            steps = args.steps if repeat else 1  # the warm-up only has to decode the PNG and fill the caches
-            _elapsed, nodes = ours.run(crop_prompt(ckpt, source, mask, 100 + repeat, steps))
-            pack = sum(nodes.get(node, 0.0) for node in ("crop", "sampler", "stitch"))
-            if repeat:
-                times[name].append(pack)
-            print(f"  crop {name}: run {repeat} {pack:.2f} s ({', '.join(f'{k} {v:.2f}' for k, v in nodes.items())})",
-                  flush=True)
-    return times
+def image_path(args, label: str, size: int, steps: int) -> Path:
+    return args.work / "images" / f"{label.replace(' ', '_')}_{size}_{steps}.npy"
 
 
 # ---------------------------------------------------------------- report
-def report(args, theirs: dict, ours: dict, floors: dict, encoder: dict, crop: dict) -> None:
-    print(f"\n== Paint-by-Example, {args.model} random weights, {args.steps} steps, guidance {CFG:g}, "
-          f"{args.device}, {torch.get_num_threads()} CPU threads, torch {torch.__version__}, median of {args.repeats} warm runs")
-    print(f"{'size':>5} {'side':<10} {'load s':>8} {'first s':>8} {'median s':>9} {'steps/s':>8} {'peak MiB':>9} "
-          f"{'file MiB':>10}" + (f" {'GPU MiB':>9}" if args.device == "cuda" else ""))
-    for size in args.sizes:
-        for side in (theirs[size], ours[size]):
-            print(f"{size:>5} {side.name:<10} {side.load_s:8.2f} {side.first_s:8.2f} {side.median_s:9.2f} "
-                  f"{args.steps / side.median_s:8.3f} {side.peak_mib:9.0f} {side.file_mib:10.0f}"
-                  + (f" {side.gpu_peak_mib:9.0f}" if args.device == "cuda" else ""))
-    print("ratios ours/diffusers (goals: wall <= 0.85, peak memory <= 0.9):")
-    for size in args.sizes:
-        mine, other = ours[size], theirs[size]
-        print(f"  {size}x{size}: wall {mine.median_s / other.median_s:.3f}, "
-              f"first run {mine.first_s / other.first_s:.3f}, "
-              f"peak memory {mine.peak_mib / other.peak_mib:.3f} (not file-backed: "
-              f"{(mine.peak_mib - mine.file_mib) / (other.peak_mib - other.file_mib):.3f})"
-              + (f", peak GPU memory {mine.gpu_peak_mib / other.gpu_peak_mib:.3f}" if args.device == "cuda" else ""))
-    print(f"  load: {ours[args.sizes[0]].load_s / theirs[args.sizes[0]].load_s:.3f}")
-    print(f"  memory floors before each side: diffusers {floors['diffusers']:.0f} MiB, ours {floors['ours']:.0f} MiB")
-    print("encoder share of a run (goal <= 2%):")
-    for label, (size, seconds, total) in encoder.items():
-        print(f"  {label} ({size}x{size}): encoder {seconds:.3f} s of {total:.2f} s = {100 * seconds / total:.2f}%")
-    if crop:
-        small, big = (statistics.median(crop[name]) for name in ("512x512", "4096x3072"))
-        print(f"crop -> sampler -> stitch at resolution 512, median of {args.crop_repeats}: 512x512 source {small:.2f} s, "
-              f"4096x3072 source {big:.2f} s, ratio {big / small:.3f}")
+def _seconds(answers: list[dict]) -> list[float]:
+    return [answer["seconds"] for answer in answers]
+
+
+def _ratio_line(name: str, ours: float, others: list[tuple[Side, float]], goal: tuple | None) -> str:
+    ratios = ", ".join(f"{ours / value:.3f} vs {side.label}" for side, value in others)
+    verdict = "" if goal is None else f" (goal <= {goal[0]:.2f} vs {goal[1]})"
+    return f"  ratio ours/diffusers, {name}: {ratios}{verdict}"
+
+
+def _part(answers: list[dict], name: str) -> float:
+    values = [answer["parts"].get(name) for answer in answers]
+    values = [sum(v) if isinstance(v, list) else v for v in values if v is not None]
+    return median(values) if values else float("nan")
+
+
+def _breakdown(side: Side, answers: list[dict]) -> str:
+    last = answers[-1]["parts"]
+    unet, steps = median([median(a["parts"]["unet"]) for a in answers]), len(last["unet"])
+    per_step = median([median(a["parts"]["steps"]) for a in answers if a["parts"]["steps"]]) if steps > 1 else unet
+    text = (f"total {median(_seconds(answers)):.2f} | load {_part(answers, 'load'):.2f} | encoder "
+            f"{_part(answers, 'encoder'):.2f} | VAE encode {len(last['vae_encode'])}x "
+            f"{_part(answers, 'vae_encode'):.2f} | {steps} steps {_part(answers, 'sampling'):.2f} "
+            f"({per_step:.3f}/step, UNet {unet:.3f}/call) | VAE decode {len(last['vae_decode'])}x "
+            f"{_part(answers, 'vae_decode'):.2f}")
+    if "sampler_setup" in last:
+        text += (f" | sampler setup {_part(answers, 'sampler_setup'):.2f} | paste {_part(answers, 'paste'):.3f}"
+                 f" | preview {_part(answers, 'preview'):.3f}")
+    return text + f" | other {_part(answers, 'other'):.2f}"
+
+
+def report(args, sides: list[Side], configs: list[tuple[int, int]]) -> None:
+    ours, others = sides[0], sides[1:]
+    import diffusers
+
+    threads = ", ".join(f"{s.label} {s.threads}" for s in sides)
+    print(f"\n== Paint-by-Example edits: {args.model} random weights, ours {ours.dtype} (noise_mask "
+          f"{args.noise_mask}), {args.device}; CPU: {describe_cpu()}; torch threads {threads}; torch "
+          f"{torch.__version__}, diffusers {diffusers.__version__}, transformers "
+          f"{importlib.metadata.version('transformers')}; guidance 5, DDIM-like; medians of {args.repeats} "
+          "interleaved runs (runs in brackets)")
+    for size, steps in configs:
+        print(f"\n{size}x{size}, {steps} steps")
+        for phase, name in PHASES.items():
+            row = [f"{median(_seconds(s.runs[size, steps, phase])):.2f} s "
+                   f"({', '.join(f'{v:.2f}' for v in _seconds(s.runs[size, steps, phase]))})" for s in sides]
+            print(f"  {name:<20} " + " | ".join(f"{s.label} {value}" for s, value in zip(sides, row)))
+        peaks = {s.label: max(a["peak_mib"] for key, answers in s.runs.items() if key[:2] == (size, steps)
+                              for a in answers) for s in sides}
+        files = {s.label: max(a["file_mib"] for key, answers in s.runs.items() if key[:2] == (size, steps)
+                              for a in answers) for s in sides}
+        print(f"  {'peak resident memory':<20} " + " | ".join(
+            f"{s.label} {peaks[s.label]:.0f} MiB (file-backed {files[s.label]:.0f})" for s in sides))
+        for phase, name in PHASES.items():
+            mine = median(_seconds(ours.runs[size, steps, phase]))
+            theirs = [(s, median(_seconds(s.runs[size, steps, phase]))) for s in others]
+            print(_ratio_line(name, mine, theirs, _goal(args, phase, others)))
+        print(_ratio_line("peak memory", peaks[ours.label], [(s, peaks[s.label]) for s in others],
+                          _goal(args, "peak", others)))
+    print("\nresident memory of each process once its libraries are imported, before any model: "
+          + ", ".join(f"{s.label} {s.floor_mib:.0f} MiB" for s in sides))
+    print("\nwhere the time goes (seconds, medians; steps: from the first UNet call's start to the last one's end)")
+    for size, steps in configs:
+        for phase, name in PHASES.items():
+            for side in sides:
+                print(f"  {size}x{size} {steps} steps, {name}, {side.label}: "
+                      f"{_breakdown(side, side.runs[size, steps, phase])}")
+    if args.dtype == "bf16":
+        image_differences(args, sides, configs)
+
+
+def _goal(args, phase: str, others: list[Side]) -> tuple | None:
+    """(ratio, against which side), where the issue set one."""
+    if args.dtype == "fp32":
+        return (GOALS[phase], others[0].label) if phase in GOALS else None
+    if cpu_has_native_bf16() and phase in NATIVE_BF16_GOALS:  # ours in bf16 against diffusers in fp32
+        return NATIVE_BF16_GOALS[phase], others[0].label
+    return None  # a CPU without native bf16: ComfyUI computes in fp32 there, no goal
+
+
+def image_differences(args, sides: list[Side], configs: list[tuple[int, int]]) -> None:
+    """The decoded images' difference from our fp32 edit of the same seed, source, mask and reference."""
+    reference = Side("ours fp32", "ours", "fp32", args, args.ckpt, args.folder)
+    try:
+        for index, (size, steps) in enumerate(configs):
+            reference.ask(op="first", size=size, steps=steps, seed=seed_of(args.repeats - 1, index, "reroll"),
+                          reference=REFERENCES["reroll"])
+            reference.ask(op="save", path=str(image_path(args, reference.label, size, steps)))
+    finally:
+        reference.close()
+    print("\ndecoded image against our fp32 edit (same seed; 0..1 pixel values)")
+    for size, steps in configs:
+        baseline = np.load(image_path(args, reference.label, size, steps))
+        for side in sides:
+            difference = np.abs(np.load(image_path(args, side.label, size, steps)) - baseline)
+            print(f"  {size}x{size} {steps} steps, {side.label}: max |d| {difference.max():.2e}, mean |d| "
+                  f"{difference.mean():.2e}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["full", "small", "tiny"], default="full")
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
-    parser.add_argument("--steps", type=int, default=STEPS_DEFAULT)
-    parser.add_argument("--repeats", type=int, default=3, help="warm runs per size and side (after a first run)")
-    parser.add_argument("--crop-repeats", type=int, default=1, help="timed crop & stitch runs per source (0: skip)")
-    parser.add_argument("--model", choices=["full", "tiny"], default="full")
+    parser.add_argument("--steps", type=int, nargs="+", default=[4, 20])
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved runs of every phase per side")
+    parser.add_argument("--warm-up", type=int, choices=[0, 1], default=1,
+                        help="1: each side first edits each size once, not counted (a server that has run before)")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
+                        help="bf16: ours with weight_dtype bf16, against diffusers in fp32 and in bf16")
     parser.add_argument("--layout", choices=["ckpt", "safetensors"], default="ckpt",
                         help="our side's file: the authors' .ckpt pickle or a .safetensors conversion")
     parser.add_argument("--work", type=Path, help="folder for the model and images (kept, and reused next time)")
     parser.add_argument("--attention", choices=["default", "quad"], default="default",
-                        help="ours with the pack's choice (PyTorch's kernel on a CPU), or ComfyUI's "
-                             "sub-quadratic one (as with --use-quad-cross-attention)")
+                        help="ours with the pack's choice (PyTorch's kernel on a CPU), or ComfyUI's sub-quadratic "
+                             "one (as with --use-quad-cross-attention)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="cuda: both sides on the GPU in fp16 (ComfyUI's default there); adds peak GPU memory")
+                        help="cuda: both sides on the GPU in ComfyUI's precision there (fp16)")
+    parser.add_argument("--noise-mask", choices=["default", "on", "off"], default="default",
+                        help="ours: the Sampler's noise_mask (default: as the Sampler's own default); off encodes "
+                             "the source once, as diffusers does")
     args = parser.parse_args()
-    root = find_comfyui()
-    if root is None:
+    if find_comfyui() is None:
         sys.exit(NO_COMFYUI)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        sys.exit("--device cuda: torch sees no CUDA GPU here")
+    if importlib.util.find_spec("diffusers") is None:
+        sys.exit("diffusers is not installed (pip install --group test)")
     if not Path("/proc/self/clear_refs").exists():
         sys.exit("peak memory is read from /proc (VmHWM): run this on Linux")
-    work = args.work or Path(tempfile.mkdtemp(prefix="pbe_vs_diffusers_"))
-    work.mkdir(parents=True, exist_ok=True)
-    single, folder = make_model(work, args.layout, args.model)
-    options = {"cpu": args.device == "cpu"}
-    if args.attention == "quad":
-        options["use_quad_cross_attention"] = True
-    comfy = ComfyUI(root, work / "models", work / "scratch", **options)
-    names = write_inputs(Path(comfy.folder_paths.get_input_directory()), args.sizes)
-    import diffusers  # noqa: F401  (imported before either side, so both start from the same floor)
-    release()
-
-    print("diffusers' PaintByExamplePipeline:", flush=True)
-    theirs, floor = run_diffusers(folder, Path(comfy.folder_paths.get_input_directory()), names, args)
-    floors = {"diffusers": floor}
-    print(f"  after releasing it: {rss_mib():.0f} MiB resident", flush=True)
-    print("ours (Loader -> Encode -> Sampler in ComfyUI):", flush=True)
-    ours, encoder, floors["ours"], runner = run_ours(comfy, single.name, names, args)
-    crop = run_crop(runner, single.name, args) if args.crop_repeats else {}
-    report(args, theirs, ours, floors, encoder, crop)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        sys.exit("--device cuda: torch sees no CUDA GPU here")
+    args.work = (args.work or Path(tempfile.mkdtemp(prefix="pbe_vs_diffusers_"))).resolve()
+    args.work.mkdir(parents=True, exist_ok=True)
+    args.ckpt, args.folder = make_model(args.work, args.layout, args.model)
+    (args.work / "scratch" / "input").mkdir(parents=True, exist_ok=True)
+    (args.work / "images").mkdir(exist_ok=True)
+    write_inputs(args.work / "scratch" / "input", args.sizes, large=False)
+    configs = [(size, steps) for size in args.sizes for steps in args.steps]
+    plan = [("ours", "ours", args.dtype), ("diffusers", "diffusers", "fp32")]
+    if args.dtype == "bf16":
+        plan = [("ours bf16", "ours", "bf16"), ("diffusers fp32", "diffusers", "fp32"),
+                ("diffusers bf16", "diffusers", "bf16")]
+    sides = [Side(label, impl, dtype, args, args.ckpt, args.folder) for label, impl, dtype in plan]
+    try:
+        if args.warm_up:
+            warm_up(sides, args)
+        run_interleaved(sides, configs, args)
+    finally:
+        for side in sides:
+            side.close()
+    report(args, sides, configs)
 
 
 if __name__ == "__main__":

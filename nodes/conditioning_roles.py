@@ -16,8 +16,8 @@ EXEMPLAR = "exemplar"
 UNCONDITIONAL = "unconditional"
 
 _USE_POSITIVE = "Connect the positive output of Paint-by-Example Encode (or Encode from CLIP Vision)."
-_USE_NEGATIVE = ("Connect the negative output of Paint-by-Example Encode (the model's learned unconditional "
-                 "vector).")
+_USE_NEGATIVE = ("Connect the negative output of Paint-by-Example Encode (the model's built-in 'no reference' "
+                 "input).")
 
 
 def marked(context: torch.Tensor, unconditional: torch.Tensor) -> tuple[list, list]:
@@ -41,24 +41,24 @@ def check(positive, negative) -> None:
     positive_roles = [options[ROLE] for _tensor, options in positive]
     negative_roles = [options[ROLE] for _tensor, options in negative]
     if EXEMPLAR not in positive_roles and EXEMPLAR in negative_roles:
-        raise ValueError("positive: it holds the unconditional vector and the negative holds the exemplar: positive "
+        raise ValueError("positive: it holds the 'no reference' input and the negative holds the exemplar: positive "
                          "and negative are swapped. Connect Paint-by-Example Encode's positive output to positive and "
                          "its negative output to negative.")
     if EXEMPLAR not in positive_roles:
-        raise ValueError(f"positive: it holds only the learned unconditional vector, no exemplar. {_USE_POSITIVE}")
+        raise ValueError(f"positive: it holds only the model's 'no reference' input, no exemplar. {_USE_POSITIVE}")
     for (tensor, options), role in zip(positive, positive_roles):
         if role == UNCONDITIONAL and options.get("mask") is None:
-            raise ValueError("positive: it mixes in the learned unconditional vector over the whole image, which "
+            raise ValueError("positive: it mixes in the model's 'no reference' input over the whole image, which "
                              f"cancels the exemplar. {_USE_POSITIVE} Use Paint-by-Example Regions to place it in part "
                              "of the image.")
         if role == EXEMPLAR and _all_zero(tensor):
             raise ValueError("positive: the exemplar conditioning is all zeros (ConditioningZeroOut?), so the "
                              f"reference is lost. {_USE_POSITIVE}")
     if EXEMPLAR in negative_roles:
-        raise ValueError(f"negative: it holds an exemplar, not the learned unconditional vector. {_USE_NEGATIVE}")
+        raise ValueError(f"negative: it holds an exemplar, not the model's 'no reference' input. {_USE_NEGATIVE}")
     if any(_all_zero(tensor) for tensor, _options in negative):
         raise ValueError("negative: it is all zeros (ConditioningZeroOut?), which is not Paint-by-Example's "
-                         f"unconditional vector. {_USE_NEGATIVE}")
+                         f"'no reference' input. {_USE_NEGATIVE}")
 
 
 def _check_list(conditioning, input_name: str, use: str) -> None:

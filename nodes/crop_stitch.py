@@ -6,8 +6,16 @@ from dataclasses import dataclass
 
 import torch
 
+from ..pbe_core.blend import BLENDS
 from ..pbe_core.crop import CropBox, crop, plan_crop, stitch_into
 from . import inputs
+
+STITCH_BLEND_TOOLTIP = (
+    "How the edited crop fades into the source across the Crop's blend band. linear: a plain cross-fade (in the "
+    "middle of the band the two images show through each other, a soft halo on textured surfaces). multiband: broad "
+    "colour fades over the whole band, fine detail switches over a few pixels, so texture stays crisp across the "
+    "edge. Needs the Crop's blend above 0. A colour cast from the VAE is removed earlier, by the Sampler's "
+    "color_match: the crop arrives here already pasted, with no cast left to measure.")
 
 
 @dataclass
@@ -54,7 +62,8 @@ class PaintByExampleCrop:
                                                   "512)."}),
                 "blend": ("INT", {"default": 16, "min": 0, "max": 512, "step": 1,
                                   "tooltip": "Width, in source pixels, of the band outside the mask over which the "
-                                             "edit fades into the source when stitched back."}),
+                                             "edit fades into the source when stitched back (Stitch's blend_mode "
+                                             "works inside it; 0: no band)."}),
             },
         }
 
@@ -74,7 +83,8 @@ class PaintByExampleCrop:
 class PaintByExampleStitch:
     DESCRIPTION = ("Scales the edited crop back and pastes it into the full-size source: the region painted at or "
                    "above 0.5 takes the edit, softer mask values blend it in by their value, and the crop's blend "
-                   "width feathers the edge outward. Pixels outside the mask and that band are exactly the source's.")
+                   "width feathers the edge outward (linearly, or with blend_mode multiband, which keeps texture "
+                   "crisp across the band). Pixels outside the mask and that band are exactly the source's.")
     CATEGORY = "image/paint by example"
     RETURN_TYPES = ("IMAGE",)
     RETURN_NAMES = ("image",)
@@ -88,9 +98,14 @@ class PaintByExampleStitch:
                 "crop": ("PBE_CROP", {"tooltip": "The crop output of Paint-by-Example Crop."}),
                 "edited": ("IMAGE", {"tooltip": "The edited crop (the sampler's image made from cropped_source)."}),
             },
+            "optional": {
+                "blend_mode": (list(BLENDS), {"default": "linear", "tooltip": STITCH_BLEND_TOOLTIP}),
+            },
         }
 
-    def stitch(self, crop, edited):
+    def stitch(self, crop, edited, blend_mode="linear"):
+        if blend_mode not in BLENDS:
+            raise ValueError(f"blend_mode: {blend_mode!r} is not one of {', '.join(BLENDS)}")
         size = crop.size
         edited = inputs.source_images(edited, "edited")
         if edited.shape[1:3] != (size, size):
@@ -104,5 +119,5 @@ class PaintByExampleStitch:
         edited = edited.expand(count, -1, -1, -1)
         out = crop.source.clone()  # the only full-size copy; each edit then changes its region alone
         for i, box in enumerate(crop.boxes):
-            stitch_into(out[i], edited[i], crop.mask[i], box, crop.blend)
+            stitch_into(out[i], edited[i], crop.mask[i], box, crop.blend, blend_mode)
         return (out,)

@@ -8,15 +8,15 @@ from .inputs import check_range, user_error
 
 
 class PaintByExampleEncode:
-    DESCRIPTION = ("Encodes the reference (exemplar) image into Paint-by-Example's conditioning: one token from "
-                   "CLIP's image embedding through the bottleneck mapper. The negative is the model's learned "
-                   "unconditional vector, which classifier-free guidance (cfg) pushes away from.")
+    DESCRIPTION = ("Turns the reference (exemplar) image into what the sampler follows: the positive describes the "
+                   "object, the negative is the model's built-in 'no reference' input (what it paints when shown "
+                   "nothing), which the sampler's cfg pushes the edit away from.")
     CATEGORY = "conditioning/paint by example"
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
     RETURN_NAMES = ("positive", "negative")
     OUTPUT_TOOLTIPS = (
         "The exemplar's conditioning (one per reference in the batch).",
-        "The learned unconditional conditioning, for the sampler's negative input.",
+        "The model's built-in 'no reference' input, for the sampler's negative.",
     )
     FUNCTION = "encode"
 

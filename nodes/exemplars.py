@@ -44,7 +44,7 @@ class PaintByExampleRegions:
     DESCRIPTION = ("Places several exemplars, each in its own region of the edit, in one sampling pass: each "
                    "exemplar's conditioning is limited to its mask (ComfyUI's regional conditioning), all of them are "
                    "batched into one model call per step. Edit pixels outside every region get no exemplar (the "
-                   "learned unconditional vector, i.e. plain inpainting); where regions overlap, their predictions are "
+                   "model's 'no reference' input: plain inpainting); where regions overlap, their predictions are "
                    "averaged, weighted by the mask values.")
     CATEGORY = "conditioning/paint by example"
     RETURN_TYPES = ("CONDITIONING",)
@@ -57,8 +57,8 @@ class PaintByExampleRegions:
         exemplar = "The positive of Paint-by-Example Encode for this region's reference."
         mask = ("MASK", {"tooltip": "Where this exemplar goes (at the source's size); the sampler's mask should "
                                     "cover all regions."})
-        required = {"negative": ("CONDITIONING", {"tooltip": "The negative of Paint-by-Example Encode (the learned "
-                                                             "unconditional vector), used where no region is."})}
+        required = {"negative": ("CONDITIONING", {"tooltip": "The negative of Paint-by-Example Encode (the 'no reference' "
+                                                             "input), used where no region is."})}
         for i in (1, 2):
             required[f"exemplar_{i}"] = ("CONDITIONING", {"tooltip": exemplar})
             required[f"mask_{i}"] = mask
@@ -125,8 +125,8 @@ class PaintByExampleBlend:
 
 
 class PaintByExampleStrength:
-    DESCRIPTION = ("Sets how much the exemplar counts: 0 ignores the reference (the model's learned unconditional "
-                   "vector), 1 is the exemplar as encoded, above 1 exaggerates it. Independent of cfg, and per "
+    DESCRIPTION = ("Sets how much the exemplar counts: 0 ignores the reference (the model's 'no reference' "
+                   "input), 1 is the exemplar as encoded, above 1 exaggerates it. Independent of cfg, and per "
                    "exemplar.")
     CATEGORY = "conditioning/paint by example"
     RETURN_TYPES = ("CONDITIONING",)
@@ -138,8 +138,8 @@ class PaintByExampleStrength:
     def INPUT_TYPES(cls):
         return {"required": {
             "positive": ("CONDITIONING", {"tooltip": "The positive of Paint-by-Example Encode (or a blend)."}),
-            "negative": ("CONDITIONING", {"tooltip": "The negative of Paint-by-Example Encode (the learned "
-                                                     "unconditional vector)."}),
+            "negative": ("CONDITIONING", {"tooltip": "The negative of Paint-by-Example Encode (the model's "
+                                                     "'no reference' input)."}),
             "strength": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.01,
                                    "tooltip": "0: ignore the reference; 1: the exemplar itself; above 1: stronger."}),
         }}
@@ -162,7 +162,7 @@ class PaintByExampleEncodeCLIPVision:
     CATEGORY = "conditioning/paint by example"
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
     RETURN_NAMES = ("positive", "negative")
-    OUTPUT_TOOLTIPS = ("The exemplar's conditioning.", "The learned unconditional conditioning.")
+    OUTPUT_TOOLTIPS = ("The exemplar's conditioning.", "The model's built-in 'no reference' input, for the sampler's negative.")
     FUNCTION = "encode"
 
     @classmethod

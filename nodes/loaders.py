@@ -6,24 +6,24 @@ from ..pbe_core import CheckpointError, read_checkpoint
 from . import comfy_model, model_files
 
 _OUTPUT_TOOLTIPS = (
-    "The Paint-by-Example UNet as a native ComfyUI MODEL (its inputs are wired in PbE's order), for any "
-    "sampler, scheduler, ControlNet or LoRA.",
-    "The model's own VAE, as a native ComfyUI VAE.",
-    "The exemplar encoder (CLIP image tower + bottleneck mapper) for the Paint-by-Example Encode node.",
+    "The Paint-by-Example diffusion model, for the Paint-by-Example Sampler or core's KSampler (with the "
+    "samplers, schedulers, ControlNets and model patches listed as tested in the README).",
+    "The model's own VAE (turns images into the model's latent space and back).",
+    "The part that reads the reference image, for Paint-by-Example Encode (and Score).",
 )
 _ENCODER_DTYPE = (list(comfy_model.ENCODER_DTYPES), {
     "default": "auto",
     "tooltip": "Precision of the exemplar encoder (the part that reads the reference image). auto: half precision "
-               "on a GPU that handles it well, full precision (fp32) on a CPU; ComfyUI's --fp32-text-enc and "
-               "similar options win. fp32 gives the most exact result.",
+               "on a GPU that handles it well, full precision (fp32) on a CPU; ComfyUI's own precision launch options "
+               "(such as --fp32-text-enc) win. fp32 gives the most exact result.",
 })
 _WEIGHT_DTYPE = (list(comfy_model.WEIGHT_DTYPES), {
     "default": "default",
     "tooltip": "Precision of the diffusion model (as in Load Diffusion Model). default: ComfyUI's choice for your "
                "device (fp16 on most GPUs, fp32 on a CPU). fp8_*: the model in under 0.9 GB for small GPUs, a little "
                "less exact (fp8_e4m3fn_fast also uses fp8 arithmetic where the GPU has it). fp16 / bf16: half the "
-               "memory of fp32; bf16 is about twice as fast as fp32 on CPUs with AVX512-BF16 or AMX, where it also "
-               "runs the VAE in bf16.",
+               "memory of fp32; on a CPU with AVX512-BF16 or AMX, bf16 also computes in "
+               "bf16 (UNet and VAE), which is faster there; on other CPUs it only saves memory.",
 })
 
 

@@ -28,7 +28,7 @@ _EASYCACHE = "easycache"
 
 EASYCACHE_MESSAGE = (
     "EasyCache does not work with Paint-by-Example in this version of ComfyUI: it takes the model's 9-channel input "
-    "for the 4-channel latent, and on the steps it skips it gives the exemplar and the unconditional prediction the "
+    "for the 4-channel latent, and on the steps it skips it gives the edit with the reference and the one without it the "
     "same value, so the reference is lost. Remove the EasyCache node, or use LazyCache instead (same kind of "
     "speed-up, tested with Paint-by-Example)."
 )

@@ -1,9 +1,11 @@
 """The one-node edit: Inpaint Conditioning -> core's KSampler -> Paste Back, as a node expansion.
 
-Inside ComfyUI's executor the Sampler checks its inputs and expands into those three nodes, wired
-to its own input links; ComfyUI then caches each of them like any node, so a re-roll with only a
-new seed (or new sampling settings) serves Inpaint Conditioning, and its two VAE encodes, from
-the cache. Called from Python outside an executor, it runs the same steps in turn.
+Inside ComfyUI's executor the Sampler checks its inputs and expands into those steps, wired to its
+own input links, with Inpaint Conditioning as its two halves: Encode Source (the VAE encodes) and
+Attach Source (the masked source onto the conditioning, no model call). ComfyUI then caches each
+node like any other, so a re-roll with only a new seed (or new sampling settings) serves both
+halves from the cache, and a new reference re-runs Attach Source but not the VAE encodes. Called
+from Python outside an executor, it runs the same steps in turn.
 """
 
 from __future__ import annotations
@@ -13,17 +15,23 @@ from comfy_execution.graph_utils import GraphBuilder, is_link
 
 from . import inputs
 from .comfy_model import PBE_CONCAT_KEYS
-from .inpaint_conditioning import check_inputs, inpaint_conditioning
-from .paste_back import paste_back
+from .inpaint_conditioning import NOISE_MASK_TOOLTIP, check_inputs, inpaint_conditioning
+from .paste_back import (BLEND_MODE_TOOLTIP, BLEND_MODES, BLEND_TOOLTIP, COLOR_MATCH_TOOLTIP, COLOR_MATCHES,
+                         check_blend_options, paste_back)
 from .sampling import sample_latent
+
+# The optional inputs' defaults (today's behaviour), for an API prompt that leaves them out.
+OPTIONAL_DEFAULTS = {"noise_mask": True, "blend": 0, "blend_mode": "linear", "color_match": "off"}
 
 
 class PaintByExampleSampler:
     DESCRIPTION = ("Paints the exemplar into the masked region of the source, in one node: Paint-by-Example Inpaint "
                    "Conditioning (the masked source encoded with the VAE; at denoise 1 the masked region starts from "
-                   "pure noise, as in the paper), core's KSampler (cfg pushes away from the learned unconditional "
-                   "vector), then Paint-by-Example Paste Back (pixels outside the mask stay exactly the source's). A "
-                   "re-run with only a new seed or new sampling settings takes the encoding from ComfyUI's cache.")
+                   "pure noise, as in the paper), core's KSampler (cfg pushes the edit away from what the model paints "
+                   "with no reference), then Paint-by-Example Paste Back (pixels outside the mask and its blend band stay "
+                   "exactly the source's; blend, blend_mode and color_match go to Paste Back). A re-run with only a "
+                   "new seed, new sampling or new blend settings takes the encoding from ComfyUI's cache; a new "
+                   "reference re-encodes only the reference.")
     CATEGORY = "sampling/paint by example"
     RETURN_TYPES = ("IMAGE", "LATENT")
     RETURN_NAMES = ("image", "latent")
@@ -43,7 +51,7 @@ class PaintByExampleSampler:
                 "model": ("MODEL", {"tooltip": "The MODEL from a Paint-by-Example loader (LoRAs or patches on it are fine)."}),
                 "vae": ("VAE", {"tooltip": "The VAE from the same loader."}),
                 "positive": ("CONDITIONING", {"tooltip": "The exemplar conditioning from Paint-by-Example Encode."}),
-                "negative": ("CONDITIONING", {"tooltip": "The unconditional conditioning from Paint-by-Example Encode."}),
+                "negative": ("CONDITIONING", {"tooltip": "The negative of Paint-by-Example Encode (the model's 'no reference' input)."}),
                 "source": ("IMAGE", {"tooltip": "The image to edit. Any size; sides that are not multiples of 8 are "
                                                 "padded internally and cropped back."}),
                 "mask": ("MASK", {"tooltip": "White (1) where the exemplar goes: values at or above 0.5 are repainted, "
@@ -54,7 +62,7 @@ class PaintByExampleSampler:
                 "steps": ("INT", {"default": 50, "min": 1, "max": 10000, "tooltip": "Denoising steps (the authors used 50)."}),
                 "cfg": ("FLOAT", {"default": 5.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                                   "tooltip": "Guidance scale: how strongly the exemplar is followed (the authors used "
-                                             "5; 1 skips the unconditional pass)."}),
+                                             "5; 1 is twice as fast but follows the reference less)."}),
                 "sampler_name": (comfy.samplers.KSampler.SAMPLERS, {"default": "ddim", "tooltip": "The sampling algorithm."}),
                 "scheduler": (comfy.samplers.KSampler.SCHEDULERS, {"default": "ddim_uniform",
                                                                    "tooltip": "The noise schedule."}),
@@ -63,10 +71,10 @@ class PaintByExampleSampler:
                                                  "starts from the source re-noised, keeping some of its structure."}),
             },
             "optional": {
-                "noise_mask": ("BOOLEAN", {"default": True,
-                                           "tooltip": "On: the unmasked latent is held fixed while sampling. Off: the "
-                                                      "whole latent is sampled, as in the paper (the paste-back still "
-                                                      "keeps the unmasked pixels)."}),
+                "noise_mask": ("BOOLEAN", {"default": True, "tooltip": NOISE_MASK_TOOLTIP}),
+                "blend": ("INT", {"default": 0, "min": 0, "max": 512, "step": 1, "tooltip": BLEND_TOOLTIP}),
+                "blend_mode": (list(BLEND_MODES), {"default": "linear", "tooltip": BLEND_MODE_TOOLTIP}),
+                "color_match": (list(COLOR_MATCHES), {"default": "off", "tooltip": COLOR_MATCH_TOOLTIP}),
             },
             "hidden": {"dynprompt": "DYNPROMPT", "unique_id": "UNIQUE_ID"},
         }
@@ -77,18 +85,19 @@ class PaintByExampleSampler:
         dynprompt, unique_id = given.pop("dynprompt", None), given.pop("unique_id", None)
         if dynprompt is None or unique_id is None:  # not inside ComfyUI's executor: nothing to expand into
             return self.sample(**given)
-        settings = {"noise_mask": True, **given}
+        settings = {**OPTIONAL_DEFAULTS, **given}
         _check(**settings)
         return _expansion(dynprompt.get_node(unique_id)["inputs"], settings)
 
     def sample(self, model, vae, positive, negative, source, mask, seed, steps, cfg, sampler_name, scheduler,
-               denoise, noise_mask=True):
+               denoise, noise_mask=True, blend=0, blend_mode="linear", color_match="off"):
         """The same edit from Python, step by step (no executor, so no cache)."""
-        source, mask = _check(model, positive, negative, source, mask, seed, steps, cfg, denoise)
+        source, mask = _check(model, positive, negative, source, mask, seed, steps, cfg, denoise, blend=blend,
+                              blend_mode=blend_mode, color_match=color_match)
         positive, negative, latent = inpaint_conditioning(positive, negative, vae, source, mask, noise_mask,
                                                           _start(denoise))
         latent = sample_latent(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise)
-        return paste_back(vae, latent, source, mask), latent
+        return paste_back(vae, latent, source, mask, blend, blend_mode, color_match), latent
 
 
 def _start(denoise: float) -> str:
@@ -96,8 +105,10 @@ def _start(denoise: float) -> str:
     return "noise" if denoise >= 1.0 else "source"
 
 
-def _check(model, positive, negative, source, mask, seed, steps, cfg, denoise, **_settings):
+def _check(model, positive, negative, source, mask, seed, steps, cfg, denoise, blend, blend_mode, color_match,
+           **_settings):
     _check_model(model)
+    check_blend_options(blend, blend_mode, color_match)
     inputs.check_range("steps", steps, 1, 10000)
     inputs.check_range("cfg", cfg, 0.0, 100.0)
     inputs.check_range("denoise", denoise, 0.0, 1.0)
@@ -110,20 +121,23 @@ def _check(model, positive, negative, source, mask, seed, steps, cfg, denoise, *
 
 
 def _expansion(links: dict, s: dict) -> dict:
-    """The three nodes, fed from the Sampler's own input links, so that ComfyUI's cache keys
-    Inpaint Conditioning on the source, mask, VAE and conditioning alone (not on the seed)."""
+    """Inpaint Conditioning in its two halves, KSampler and Paste Back, fed from the Sampler's own
+    input links. ComfyUI's cache keys each node on its own inputs: Encode Source (the VAE encodes)
+    on the source, mask and VAE alone, so neither a new seed nor a new reference encodes again;
+    Attach Source (no model runs) on the conditioning."""
     def wired(name):
         return links[name] if is_link(links.get(name)) else s[name]
 
     graph = GraphBuilder()
-    prepared = graph.node("PaintByExampleInpaintConditioning", positive=wired("positive"),
-                          negative=wired("negative"), vae=wired("vae"), source=wired("source"), mask=wired("mask"),
-                          noise_mask=s["noise_mask"], start=_start(s["denoise"]))
+    encoded = graph.node("PaintByExampleEncodeSource", vae=wired("vae"), source=wired("source"), mask=wired("mask"),
+                         noise_mask=s["noise_mask"], start=_start(s["denoise"]))
+    attached = graph.node("PaintByExampleAttachSource", positive=wired("positive"), negative=wired("negative"),
+                          masked_source=encoded.out(0))
     sampled = graph.node("KSampler", model=wired("model"), seed=s["seed"], steps=s["steps"], cfg=s["cfg"],
-                         sampler_name=s["sampler_name"], scheduler=s["scheduler"], positive=prepared.out(0),
-                         negative=prepared.out(1), latent_image=prepared.out(2), denoise=s["denoise"])
+                         sampler_name=s["sampler_name"], scheduler=s["scheduler"], positive=attached.out(0),
+                         negative=attached.out(1), latent_image=encoded.out(1), denoise=s["denoise"])
     pasted = graph.node("PaintByExamplePasteBack", vae=wired("vae"), latent=sampled.out(0), source=wired("source"),
-                        mask=wired("mask"), blend=0)
+                        mask=wired("mask"), blend=s["blend"], blend_mode=s["blend_mode"], color_match=s["color_match"])
     return {"result": (pasted.out(0), sampled.out(0)), "expand": graph.finalize()}
 
 

@@ -17,13 +17,12 @@ MAX_TOP_K = 4096
 class PaintByExampleScore:
     DESCRIPTION = (
         "Scores each edit of a batch by how much its repainted region looks like the reference, and sorts the batch "
-        "best first. The score is the Paint-by-Example paper's CLIP score: 100 x the cosine similarity between the "
-        "image embedding of the reference and that of the mask's box (plus a margin) cut from the edit, squashed to "
-        "a square as the encoder squashes references; 100 = identical, higher = more alike. It uses the "
-        "checkpoint's own CLIP tower (the encoder input; its pooled embedding, since the checkpoint does not hold "
-        "CLIP's projection), or any model from Load CLIP Vision (CLIP ViT-L/H/G: its projected image embedding; "
-        "DINOv2: its class token, the 'DINO score' of later exemplar papers). Scores from different models are "
-        "not comparable with each other. Render several seeds in one batch, score, keep the best.")
+        "best first. The score is the one the Paint-by-Example paper reports (CLIP score): how alike an image "
+        "model finds the reference and the mask's box (plus a margin) cut from the edit, from -100 to 100; higher = "
+        "more alike. It uses the reference reader already in the Paint-by-Example checkpoint (the loader's encoder: "
+        "nothing to download), or any model from Load CLIP Vision (CLIP ViT-L/H/G, or DINOv2 for the 'DINO score' "
+        "later exemplar papers report). Scores from different models are not comparable with each other. Render "
+        "several seeds in one batch, score, keep the best.")
     CATEGORY = "image/paint by example"
     RETURN_TYPES = ("IMAGE", "MASK", "FLOAT", "STRING", "STRING")
     RETURN_NAMES = ("images", "mask", "scores", "report", "names")

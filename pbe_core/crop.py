@@ -4,7 +4,8 @@ Paint-by-Example was trained on 512x512 crops in which the object is a sizeable 
 image; on a large photo a small mask is a few latent cells and nothing is painted. So: cut a
 square around the mask (with some context), scale it to the working resolution, edit that,
 then scale the edit back and blend it in through the mask's paste-back alpha (masks.paste_alpha:
-the mask feathered outward). Pixels where that alpha is 0 are the source's, bit for bit.
+the mask feathered outward), with a linear cross-fade or a multi-band blend (blend.py) over that
+band. Pixels where that alpha is 0 are the source's, bit for bit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from . import blend as blending
 from .masks import bounding_box, paste_alpha
 from .reference import resize
 
@@ -81,22 +83,31 @@ def crop(images: torch.Tensor, box: CropBox) -> torch.Tensor:
     return out[..., 0] if is_mask else out
 
 
-def stitch(source: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor, box: CropBox, blend: int) -> torch.Tensor:
+def stitch(source: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor, box: CropBox, blend: int,
+           blend_mode: str = "linear") -> torch.Tensor:
     """Put an edited crop (size x size x C) back into the (H, W, C) source with the paste-back
-    alpha of the mask (``masks.paste_alpha``: feathered outward by ``blend`` pixels). Where that
-    alpha is 0 the source is returned unchanged."""
+    alpha of the mask (``masks.paste_alpha``: feathered outward by ``blend`` pixels), blended over
+    that band with ``blend_mode`` ("linear" or "multiband", see ``blend.paste``). Where that alpha
+    is 0 the source is returned unchanged."""
     out = source.clone()
-    stitch_into(out, edited, mask, box, blend)
+    stitch_into(out, edited, mask, box, blend, blend_mode)
     return out
 
 
-def stitch_into(source: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor, box: CropBox, blend: int) -> None:
+def stitch_into(source: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor, box: CropBox, blend: int,
+                blend_mode: str = "linear") -> None:
     """:func:`stitch` writing into ``source`` itself (only the region changes): for a caller
     that already holds its own copy of a large image."""
+    if blend_mode not in blending.BLENDS:
+        raise ValueError(f"blend_mode must be one of {', '.join(blending.BLENDS)}, got {blend_mode!r}")
     height, width = source.shape[:2]
     ix0, iy0, ix1, iy1 = box.inside(height, width)
     back = resize(edited.movedim(-1, 0).float(), box.side, box.side).movedim(0, -1)
     back = back[iy0 - box.y0:iy1 - box.y0, ix0 - box.x0:ix1 - box.x0]
-    alpha = paste_alpha(mask[iy0:iy1, ix0:ix1], blend)[..., None].to(source.dtype)
     region = source[iy0:iy1, ix0:ix1]
+    alpha = paste_alpha(mask[iy0:iy1, ix0:ix1], blend)
+    if blend_mode == "multiband":
+        source[iy0:iy1, ix0:ix1] = blending.paste(region, back.to(source.dtype), alpha, blend, "multiband")
+        return
+    alpha = alpha[..., None].to(source.dtype)
     source[iy0:iy1, ix0:ix1] = torch.where(alpha == 0, region, region * (1 - alpha) + back.to(source.dtype) * alpha)

@@ -1,7 +1,8 @@
 """What keeps the pack lean and fast inside ComfyUI (the figures are in bench/vs_diffusers.py):
 the UNet and the VAE are handed the checkpoint's own tensors instead of copies, on a CPU attention runs in
-PyTorch's kernel instead of ComfyUI's sub-quadratic fallback, with the same result, and a re-run with a new seed
-neither encodes the exemplar nor the source again."""
+PyTorch's kernel instead of ComfyUI's sub-quadratic fallback, with the same result, and ComfyUI's graph cache
+serves what an edit did not change: a re-roll with a new seed encodes neither the exemplar nor the source again,
+a new reference encodes only the exemplar (counted calls, not timings)."""
 
 from __future__ import annotations
 
@@ -123,29 +124,79 @@ def test_graph_cache_serves_the_exemplar_when_only_the_seed_changes(comfy):
     assert ran[1] == {"6", "7"}  # only the sampler and the preview after it
 
 
-def test_a_new_seed_reuses_the_samplers_source_encode(comfy, monkeypatch):
-    """Re-rolling the seed does not encode the source again: the Sampler expands into nodes that
-    ComfyUI caches (Inpaint Conditioning, as InpaintModelConditioning in core's graph), and gives
-    what a fresh executor gives; a new mask is encoded again."""
+@pytest.fixture
+def counted(comfy, monkeypatch):
+    """The costly calls of an edit as they happen, by name: VAE encodes and decodes, exemplar encoder
+    runs, UNet calls (as ("unet", batch size)), and runs of the Sampler's Encode Source and Attach."""
+    calls = []
+
+    def count(owner, name, label):
+        original = getattr(owner, name)
+
+        def counting(*args, **kwargs):
+            calls.append(label if label != "unet" else ("unet", args[1].shape[0]))
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counting)
+
+    vae = importlib.import_module("comfy.sd").VAE
+    count(vae, "encode", "vae_encode")
+    count(vae, "decode", "vae_decode")
+    count(importlib.import_module("comfy.ldm.modules.diffusionmodules.openaimodel").UNetModel, "forward", "unet")
+    count(_pack(comfy, "nodes.encoder_handle").ExemplarEncoderHandle, "encode", "encoder")
+    count(comfy.node("PaintByExampleEncodeSource"), "encode", "encode_source")
+    count(comfy.node("PaintByExampleAttachSource"), "attach", "attach")
+    return calls
+
+
+def test_what_each_kind_of_edit_costs(comfy, counted):
+    """Counted, in one ComfyUI executor (its graph cache on), as an artist works: the first edit
+    encodes the reference once and the source twice (the masked source for the model, the source
+    for the noise mask), a re-roll with a new seed encodes nothing, a new reference runs the
+    exemplar encoder and the Sampler's Attach Source but no VAE encode, a new mask encodes the
+    source again. Every edit is one UNet call per step (cond and uncond batched) and one decode,
+    and the cache-served edits give what a fresh executor gives."""
+    from collections import Counter
+
     from comfyui import _outputs
     from test_comfy_nodes import _graph, _scene
 
-    vae_class = importlib.import_module("comfy.sd").VAE
-    encode, encoded = vae_class.encode, []
-    monkeypatch.setattr(vae_class, "encode", lambda self, pixels: encoded.append(pixels.shape) or encode(self, pixels))
-    source, mask, reference = _scene(comfy, seed=44)
-    _source, other_mask, _reference = _scene(comfy, box=(8, 8, 40, 40), seed=45)
+    source, mask, reference = _scene(comfy, seed=61)
+    _source, other_mask, other_reference = _scene(comfy, box=(8, 8, 40, 40), seed=62)
     executor = comfy.execution.PromptExecutor(comfy.server)
+    steps = 3
 
-    def edit(seed: int, mask_name: str) -> tuple[int, torch.Tensor]:
-        encoded.clear()
-        executor.execute(_graph(source, mask_name, reference, seed=seed), f"reseed-{seed}", {}, ["7"])
+    def edit(seed: int, mask: str, reference: str) -> tuple[Counter, Counter]:
+        """(model calls, runs of the Sampler's Encode Source and Attach Source)"""
+        counted.clear()
+        executor.execute(_graph(source, mask, reference, seed=seed, steps=steps), f"costs-{seed}", {}, ["7"])
         assert executor.success
-        return len(encoded), _outputs(executor, "6")[0]
+        nodes = ("encode_source", "attach")
+        return Counter(c for c in counted if c not in nodes), Counter(c for c in counted if c in nodes)
 
-    assert edit(1, mask)[0] == 2  # the masked source and the source, as InpaintModelConditioning does
-    count, image = edit(2, mask)
-    assert count == 0
-    assert torch.equal(image, comfy.run(_graph(source, mask, reference, seed=2), ["6"])["6"][0])
-    assert edit(3, other_mask)[0] == 2
-    assert edit(4, other_mask)[0] == 0
+    one_edit = {("unet", 2): steps, "vae_decode": 1}
+    assert edit(1, mask, reference) == ({**one_edit, "encoder": 1, "vae_encode": 2},
+                                        {"encode_source": 1, "attach": 1})
+    assert edit(2, mask, reference) == (one_edit, {})  # re-roll
+    assert edit(3, mask, other_reference) == ({**one_edit, "encoder": 1}, {"attach": 1})  # new reference
+    image = _outputs(executor, "6")[0]
+    assert torch.equal(image, comfy.run(_graph(source, mask, other_reference, seed=3, steps=steps), ["6"])["6"][0])
+    assert edit(4, other_mask, other_reference) == ({**one_edit, "vae_encode": 2}, {"encode_source": 1, "attach": 1})
+
+
+def test_without_the_noise_mask_an_edit_encodes_the_source_once(comfy, counted):
+    """noise_mask off (the paper's way) needs only the masked source: one VAE encode on a first
+    edit, as diffusers' pipeline, and none on a re-roll or a new reference."""
+    from test_comfy_nodes import _graph, _scene
+
+    source, mask, reference = _scene(comfy, seed=63)
+    _source, _mask, other_reference = _scene(comfy, seed=64)
+    executor = comfy.execution.PromptExecutor(comfy.server)
+    encodes = []
+    for seed, picture in ((1, reference), (2, reference), (3, other_reference)):
+        counted.clear()
+        executor.execute(_graph(source, mask, picture, seed=seed, noise_mask=False), f"no-noise-mask-{seed}", {},
+                         ["7"])
+        assert executor.success
+        encodes.append(counted.count("vae_encode"))
+    assert encodes == [1, 0, 0]

@@ -44,17 +44,18 @@ def test_node_objects_hold_nothing_after_running_graphs(comfy):
     classes = set(_pack_classes(comfy).values())
     kept = [obj for obj in _node_objects(executor.caches.objects) if type(obj) in classes]
     names = {type(obj).__name__ for obj in kept}
-    assert {"PaintByExampleSampler", "PaintByExampleInpaintConditioning", "PaintByExamplePasteBack",
-            "PaintByExampleCrop", "PaintByExampleStitch", "PaintByExampleEncode"} <= names
+    assert {"PaintByExampleSampler", "PaintByExampleEncodeSource", "PaintByExampleAttachSource",
+            "PaintByExamplePasteBack", "PaintByExampleCrop", "PaintByExampleStitch", "PaintByExampleEncode"} <= names
     for obj in kept:
         assert not vars(obj), f"{type(obj).__name__} keeps {sorted(vars(obj))} between runs"
 
 
-def test_a_new_seed_serves_inpaint_conditioning_from_comfyuis_cache(comfy, monkeypatch):
-    """The Sampler's expansion: on a re-roll ComfyUI serves Inpaint Conditioning (and so both VAE
-    encodes) from its cache and runs only KSampler and Paste Back again."""
+def test_a_new_seed_serves_the_source_encode_from_comfyuis_cache(comfy, monkeypatch):
+    """The Sampler's expansion: on a re-roll ComfyUI serves Encode Source (and so both VAE encodes)
+    and Attach Source from its cache and runs only KSampler and Paste Back again."""
     ran = []
-    for node_id in ("PaintByExampleInpaintConditioning", "PaintByExamplePasteBack"):
+    encode_and_attach = ["PaintByExampleEncodeSource", "PaintByExampleAttachSource"]
+    for node_id in (*encode_and_attach, "PaintByExamplePasteBack"):
         cls = comfy.node(node_id)
         plain = getattr(cls, cls.FUNCTION)
         monkeypatch.setattr(cls, cls.FUNCTION, lambda self, *a, _plain=plain, _id=node_id, **k: ran.append(_id)
@@ -65,10 +66,10 @@ def test_a_new_seed_serves_inpaint_conditioning_from_comfyuis_cache(comfy, monke
         ran.clear()
         executor.execute(_graph(source, mask, reference, seed=seed), f"expand-{seed}", {}, ["7"])
         assert executor.success
-        assert ran == (["PaintByExampleInpaintConditioning"] if seed == 1 else []) + ["PaintByExamplePasteBack"]
+        assert ran == (encode_and_attach if seed == 1 else []) + ["PaintByExamplePasteBack"]
     ran.clear()
     executor.execute(_graph(source, mask, reference, seed=3, denoise=0.8), "expand-denoise", {}, ["7"])
-    assert ran == ["PaintByExampleInpaintConditioning", "PaintByExamplePasteBack"], "below denoise 1: a new start"
+    assert ran == [*encode_and_attach, "PaintByExamplePasteBack"], "below denoise 1: a new start"
 
 
 def _list_of_two(graph: dict) -> dict:
