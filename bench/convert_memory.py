@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT)]
 
-from pbe_core import random_checkpoint  # noqa: E402
+from pbe_core.testing import random_checkpoint  # noqa: E402
 
 HEADROOM = 2 << 30  # the converter must stay below (output size + 2 GiB)
 

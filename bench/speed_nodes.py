@@ -33,7 +33,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from comfyui import NO_COMFYUI, ComfyUI, find_comfyui  # noqa: E402
 from harness import Executor, ours_prompt, write_inputs  # noqa: E402
 
-from pbe_core import random_checkpoint  # noqa: E402
+from pbe_core.testing import random_checkpoint  # noqa: E402
 from pbe_core.cpu_features import describe_cpu  # noqa: E402
 
 

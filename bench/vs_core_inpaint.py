@@ -44,7 +44,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from comfyui import NO_COMFYUI, ComfyUI, find_comfyui  # noqa: E402
 from harness import CFG, STEPS_DEFAULT, Executor, ours_prompt, write_inputs  # noqa: E402
 
-from pbe_core import random_checkpoint, read_checkpoint  # noqa: E402
+from pbe_core import read_checkpoint  # noqa: E402
+from pbe_core.testing import random_checkpoint  # noqa: E402
 
 
 def make_files(work: Path, model: str) -> tuple[Path, Path]:

@@ -58,7 +58,7 @@ from call_timer import median  # noqa: E402
 from comfyui import NO_COMFYUI, find_comfyui  # noqa: E402
 from harness import write_inputs  # noqa: E402
 
-from pbe_core import random_checkpoint  # noqa: E402
+from pbe_core.testing import random_checkpoint  # noqa: E402
 from pbe_core.cpu_features import cpu_has_native_bf16, describe_cpu  # noqa: E402
 
 PHASES = {"first": "load + first edit", "reroll": "re-roll (new seed)", "newref": "new reference"}

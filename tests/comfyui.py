@@ -110,7 +110,7 @@ def comfyui_with_random_model(prefix: str, size: str = "tiny", **cli_args) -> Co
     checkpoints/pbe.safetensors, in a fresh scratch folder. Exits with a reason without ComfyUI."""
     import tempfile
 
-    from pbe_core import random_checkpoint
+    from pbe_core.testing import random_checkpoint
 
     root = find_comfyui()
     if root is None:

@@ -27,9 +27,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def comfyui_server(comfy_root: Path, base: Path, timeout: float = 180.0):
-    """Yield the server's URL; the server is stopped on exit."""
+def comfyui_server(comfy_root: Path, base: Path, timeout: float = 180.0, settings: dict | None = None):
+    """Yield the server's URL; the server is stopped on exit. ``settings``: frontend settings (e.g.
+    ``{"Comfy.Locale": "zh"}``) written to the default user's settings file before the server starts,
+    as if the user had chosen them."""
     (base / "custom_nodes").mkdir(parents=True, exist_ok=True)
+    if settings:
+        user = base / "user" / "default"
+        user.mkdir(parents=True, exist_ok=True)
+        (user / "comfy.settings.json").write_text(json.dumps(settings, indent=2))
     link = base / "custom_nodes" / PACK_NAME
     if not link.exists():
         link.symlink_to(PACK_ROOT, target_is_directory=True)

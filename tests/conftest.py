@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pbe_core import random_checkpoint
+from pbe_core.testing import random_checkpoint
 
 
 _FIGURES: list[str] = []

@@ -12,7 +12,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from pbe_core import layouts, random_checkpoint
+from pbe_core import layouts
+from pbe_core.testing import random_checkpoint
 from test_comfy_nodes import _load
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -386,7 +386,7 @@ def test_the_fixture_has_the_real_training_checkpoint_shape(checkpoints, tiny_mo
 
 
 def test_optimizer_state_can_be_left_out(tmp_path, tiny_model):
-    from pbe_core import random_checkpoint
+    from pbe_core.testing import random_checkpoint
     path = random_checkpoint.write_single_file(tmp_path / "lean.ckpt", tiny_model, optimizer_state=False)
     with torch.serialization.safe_globals(safe_unpickle.allowed_objects()):
         assert torch.load(path, weights_only=True, mmap=True)["optimizer_states"] == []

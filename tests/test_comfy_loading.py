@@ -97,7 +97,7 @@ def test_the_real_sd1_width_is_detected_by_ComfyUI(comfy, tmp_path):
     """Where ComfyUI recognises the UNet (SD 1.x's widths), its own detection builds the model."""
     pbe_core, comfy_model = _pack(comfy, "pbe_core"), _pack(comfy, "nodes.comfy_model")
     supported_models = importlib.import_module("comfy.supported_models")
-    random_checkpoint = importlib.import_module(f"{pbe_core.__name__}.random_checkpoint")
+    random_checkpoint = importlib.import_module(f"{pbe_core.__name__}.testing.random_checkpoint")
     path = random_checkpoint.write_single_file(tmp_path / "small.safetensors", random_checkpoint.random_weights("small"))
     calls = []
     detection = importlib.import_module("comfy.model_detection")
@@ -241,7 +241,7 @@ def test_a_cast_unet_does_not_keep_the_files_pages(comfy, mm, tiny_model, tmp_pa
     """Loading the fp32 .ckpt in fp16 reads each UNet weight once to cast it; the file's pages are then
     handed back, so the UNet is not held twice (its fp16 copy plus the file's fp32 pages)."""
     pbe_core, comfy_model = _pack(comfy, "pbe_core"), _pack(comfy, "nodes.comfy_model")
-    random_checkpoint = importlib.import_module(f"{pbe_core.__name__}.random_checkpoint")
+    random_checkpoint = importlib.import_module(f"{pbe_core.__name__}.testing.random_checkpoint")
     unet_bytes = sum(t.numel() * 4 for t in tiny_model.unet.values())
     for weight_dtype, kept in (("default", True), ("fp16", False)):
         path = random_checkpoint.write_single_file(tmp_path / f"model_{weight_dtype}.ckpt", tiny_model).resolve()

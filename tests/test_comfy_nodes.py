@@ -12,7 +12,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from comfyui import ExecutionFailed
-from pbe_core import layouts, random_checkpoint
+from pbe_core import layouts
+from pbe_core.testing import random_checkpoint
 
 LATENT_SCALE = 0.18215
 CONTRACT = {

@@ -14,7 +14,7 @@ from safetensors.torch import save_file
 from pbe_core import prepare_references
 from pbe_core import score as scoring
 from pbe_core.clip_vision import transformers_v4_keys
-from pbe_core.random_checkpoint import _fill
+from pbe_core.testing.random_checkpoint import _fill
 from test_comfy_nodes import _load
 from test_score import likeness_scene
 

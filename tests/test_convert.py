@@ -14,8 +14,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from pbe_core import convert, layouts, ldm_names, random_checkpoint, read_checkpoint
+from pbe_core import convert, layouts, ldm_names, read_checkpoint
 from pbe_core.errors import CheckpointError
+from pbe_core.testing import random_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 PIXELS = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(3))
@@ -224,7 +225,7 @@ def test_full_size_diffusers_names_map_back_to_ldm():
     """The real SD 1.x widths and depths, with tensors that cost no memory: each is one distinct
     value expanded to its shape, so a swapped or reshaped tensor is caught."""
     pytest.importorskip("diffusers")
-    from pbe_core.architecture import unet_tensor_shapes, vae_tensor_shapes
+    from pbe_core.testing.tensor_shapes import unet_tensor_shapes, vae_tensor_shapes
     unet_shape, vae_shape, encoder_sizes = random_checkpoint.SIZES["full"]
 
     def tagged(shapes, first):

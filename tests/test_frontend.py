@@ -1,5 +1,6 @@
 """Each UI workflow loads in ComfyUI's own frontend (headless Chromium) with no missing node
-types and no errors."""
+types and no errors, and its template browser lists each one by its title, with its picture, and
+opens it."""
 
 from __future__ import annotations
 
@@ -44,8 +45,10 @@ def _chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture(scope="module")
-def frontend(tmp_path_factory, tiny_model):
+def frontend_page(tmp_path_factory, tiny_model, settings: dict | None = None):
+    """Generator: (page, errors) on ComfyUI's frontend in headless Chromium, the pack installed and
+    the files the workflows name in place; skips where ComfyUI, Chromium or playwright is missing.
+    ``settings``: the user's frontend settings (e.g. the language) before the page loads."""
     root = find_comfyui()
     if root is None:
         pytest.skip(NO_COMFYUI)
@@ -54,7 +57,7 @@ def frontend(tmp_path_factory, tiny_model):
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install --group test)")
     from comfyui_server import comfyui_server
-    from pbe_core import random_checkpoint
+    from pbe_core.testing import random_checkpoint
 
     base = tmp_path_factory.mktemp("comfy_base")
     # the files the workflows name, so the frontend reports no missing models
@@ -68,7 +71,7 @@ def frontend(tmp_path_factory, tiny_model):
         for node in json.loads(ui_file.read_text())["nodes"]:
             if node["type"] == "LoadImage":
                 Image.new("RGBA", (64, 64), (128, 128, 128, 255)).save(base / "input" / node["widgets_values"][0])
-    with comfyui_server(root, base) as url, sync_api.sync_playwright() as playwright:
+    with comfyui_server(root, base, settings=settings) as url, sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         errors = []
@@ -82,6 +85,17 @@ def frontend(tmp_path_factory, tiny_model):
         browser.close()
 
 
+@pytest.fixture(scope="module")
+def frontend(tmp_path_factory, tiny_model):
+    yield from frontend_page(tmp_path_factory, tiny_model)
+
+
+def _ours(errors):
+    # this machine is offline: the frontend's own calls to outside hosts fail and are not ours to judge
+    # and the frontend probes optional user files (/api/userdata/…) that a fresh install lacks
+    return [e for e in errors if "favicon" not in e and "ERR_NAME_NOT_RESOLVED" not in e and "/api/userdata/" not in e]
+
+
 @pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.stem)
 def test_workflow_loads_in_the_frontend(frontend, ui_file):
     page, errors = frontend
@@ -93,9 +107,7 @@ def test_workflow_loads_in_the_frontend(frontend, ui_file):
     assert result["broken"] == []
     assert result["links"] == len(workflow["links"])
     assert result["alerts"] == [], f"the frontend complained: {result['alerts']}"
-    # this machine is offline: the frontend's own calls to outside hosts fail and are not ours to judge
-    # and the frontend probes optional user files (/api/userdata/…) that a fresh install lacks
-    ours = [e for e in errors if "favicon" not in e and "ERR_NAME_NOT_RESOLVED" not in e and "/api/userdata/" not in e]
+    ours = _ours(errors)
     assert ours == [], f"errors while loading {ui_file.name}: {ours}"
 
 
@@ -113,3 +125,44 @@ def test_the_check_sees_an_invalid_workflow_alert(frontend):
     workflow = json.loads(UI_FILES[0].read_text())
     workflow["nodes"][0]["properties"]["models"] = [{"name": "x.safetensors", "directory": "checkpoints"}]
     assert any("Invalid workflow" in alert for alert in page.evaluate(LOAD, workflow)["alerts"])
+
+
+CLOSE_DIALOGS = """() => {
+  document.querySelectorAll(".p-toast-message").forEach((toast) => toast.remove());
+  document.querySelectorAll(".p-dialog-close-button").forEach((button) => button.click());
+}"""
+APP = "(window.app ?? window.comfyAPI?.app?.app)"
+BROWSE_TEMPLATES = f"() => {APP}.extensionManager.command.execute('Comfy.BrowseTemplates')"
+GRAPH = f"() => {APP}.graph._nodes.map((n) => [n.type, n.widgets?.[0]?.value ?? null])"
+
+
+def test_the_template_browser_shows_each_workflow_by_title_with_its_picture_and_opens_it(frontend):
+    import urllib.request
+
+    from comfyui_server import PACK_NAME
+
+    page, errors = frontend
+    page.evaluate(CLOSE_DIALOGS)
+    page.wait_for_timeout(300)
+    errors.clear()
+    with urllib.request.urlopen(page.url.rstrip("/") + "/i18n") as response:  # the pack's section, as the user sees it
+        sections = json.load(response).get("en", {}).get("templateWorkflows", {}).get("category", {})
+    section = sections.get(PACK_NAME, PACK_NAME)
+    page.evaluate(BROWSE_TEMPLATES)
+    page.locator(".p-dialog li", has_text=section).click()
+    for ui_file in UI_FILES:
+        card = page.locator(f'[data-testid="template-workflow-{ui_file.stem}"]')
+        card.scroll_into_view_if_needed(timeout=10_000)
+        assert card.locator("h3").inner_text() == ui_file.stem
+        picture = card.locator("img").element_handle(timeout=10_000)
+        page.wait_for_function("(img) => img.complete && img.naturalWidth > 0", arg=picture, timeout=10_000)
+        assert picture.evaluate("(img) => [img.naturalWidth, img.naturalHeight]") == [1024, 768], ui_file.name
+    basic = ROOT / "workflows" / "Paint-by-Example - basic edit.json"
+    page.locator(f'[data-testid="template-workflow-{basic.stem}"]').click()
+    workflow = json.loads(basic.read_text())
+    page.wait_for_function(f"() => {APP}.graph._nodes.length === {len(workflow['nodes'])}", timeout=20_000)
+    graph = page.evaluate(GRAPH)
+    assert sorted(t for t, _ in graph) == sorted(n["type"] for n in workflow["nodes"])
+    (note,) = [value for t, value in graph if t == "Note"]
+    assert "paint_by_example.safetensors" in note, "the template opens with its Note"
+    assert _ours(errors) == [], "no errors (a missing picture or workflow is a 404)"

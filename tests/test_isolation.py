@@ -17,8 +17,8 @@ def test_import_pbe_core_where_comfyui_is_absent():
     code = (
         "import sys\n"
         f"for name in {sorted(COMFY_MODULES)!r}: sys.modules[name] = None\n"
-        "import pbe_core, pbe_core.random_checkpoint, pbe_core.mask_jitter, pbe_core.reference\n"
-        "w = pbe_core.random_weights('tiny', 0)\n"
+        "import pbe_core, pbe_core.testing, pbe_core.mask_jitter, pbe_core.reference\n"
+        "w = pbe_core.testing.random_weights('tiny', 0)\n"
         "e = pbe_core.build_encoder(w.encoder)\n"
         "import torch\n"
         "print(tuple(e(pbe_core.prepare_references(torch.rand(1, 32, 32, 3))).shape))\n"

@@ -28,8 +28,8 @@ socket.getaddrinfo = refuse
 
 def test_pbe_core_needs_no_network(tmp_path):
     code = BLOCK + f"""
-import torch, pbe_core
-path = pbe_core.make_random_checkpoint({str(tmp_path / 'm.safetensors')!r})
+import torch, pbe_core, pbe_core.testing
+path = pbe_core.testing.make_random_checkpoint({str(tmp_path / 'm.safetensors')!r})
 encoder = pbe_core.read_checkpoint(path).build_encoder()
 print(tuple(encoder(pbe_core.prepare_references(torch.rand(1, 30, 30, 3))).shape), len(attempts))
 """

@@ -22,7 +22,7 @@ import importlib
 import pytest
 import torch
 
-from pbe_core import random_checkpoint
+from pbe_core.testing import random_checkpoint
 from pbe_core.reference import prepare_references
 from test_comfy_nodes import _load
 

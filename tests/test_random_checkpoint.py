@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from pbe_core.architecture import (EncoderSizes, UNetShape, VAEShape, encoder_tensor_shapes, unet_tensor_shapes,
-                                   vae_shape_from_weights, vae_tensor_shapes)
-from pbe_core.random_checkpoint import make_random_checkpoint, random_weights
+from pbe_core.architecture import UNetShape, VAEShape, vae_shape_from_weights
+from pbe_core.testing.random_checkpoint import make_random_checkpoint, random_weights
+from pbe_core.testing.tensor_shapes import EncoderSizes, encoder_tensor_shapes, unet_tensor_shapes, vae_tensor_shapes
 
 
 def test_same_seed_same_weights_other_seed_other_weights():

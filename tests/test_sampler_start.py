@@ -97,9 +97,9 @@ def test_the_unet_first_sees_pure_noise_in_the_masked_region(comfy, noise_mask):
 
 
 def _core_route(noise_mask: bool) -> dict:
-    """The core nodes that give the Sampler's start (README, pbe_core_nodes_route): the latent of
-    InpaintModelConditioning with 0 in the mask (LatentMultiply 0, then LatentCompositeMasked with
-    the mask; without a noise mask, the zeros alone)."""
+    """The core nodes that give the Sampler's start (README; the workflow "Paint-by-Example - with core
+    KSampler nodes"): the latent of InpaintModelConditioning with 0 in the mask (LatentMultiply 0,
+    then LatentCompositeMasked with the mask; without a noise mask, the zeros alone)."""
     return {
         "10": {"class_type": "InpaintModelConditioning", "inputs": {
             "positive": ["5", 0], "negative": ["5", 1], "vae": ["1", 1], "pixels": ["2", 0], "mask": ["3", 0],
@@ -149,8 +149,8 @@ def test_the_core_nodes_route_workflow_is_wired_as_tested():
     import json
     from pathlib import Path
 
-    prompt = json.loads((Path(__file__).resolve().parents[1] / "workflows" / "api" / "pbe_core_nodes_route.json")
-                        .read_text())
+    api_file = Path(__file__).resolve().parents[1] / "workflows" / "api" / "Paint-by-Example - with core KSampler nodes.json"
+    prompt = json.loads(api_file.read_text())
     by_class = {node["class_type"]: (node_id, node["inputs"]) for node_id, node in prompt.items()}
     imc, imc_inputs = by_class["InpaintModelConditioning"]
     zeros, zeros_inputs = by_class["LatentMultiply"]

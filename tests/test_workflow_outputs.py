@@ -25,7 +25,7 @@ def _node(prompt, class_type):
 
 
 def test_the_best_2_of_8_are_saved_with_their_scores_in_the_names(comfy, workflow_files):  # noqa: F811
-    prompt = _prompt("pbe_best_of_8_seeds")
+    prompt = _prompt("Paint-by-Example - best 2 of 8 seeds")
     folder = comfy.scratch / "output" / "pbe_best"
     before = set(folder.iterdir()) if folder.exists() else set()
     score, sampler = _node(prompt, "PaintByExampleScore"), _node(prompt, "PaintByExampleSampler")
@@ -52,7 +52,7 @@ def test_the_best_2_of_8_are_saved_with_their_scores_in_the_names(comfy, workflo
 
 
 def test_the_seamless_large_edit_keeps_every_pixel_outside_the_band(comfy, workflow_files):  # noqa: F811
-    prompt = _prompt("pbe_large_image_seamless")
+    prompt = _prompt("Paint-by-Example - large image (seamless blend)")
     sampler, stitch = _node(prompt, "PaintByExampleSampler"), _node(prompt, "PaintByExampleStitch")
     (load,) = [node_id for node_id, node in prompt.items()
                if node["class_type"] == "LoadImage" and node["inputs"]["image"] == "pbe_large_source.png"]

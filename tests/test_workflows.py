@@ -41,7 +41,7 @@ def _normalized(prompt, definitions):
 @pytest.fixture
 def workflow_files(comfy, tiny_model):
     """The files the example workflows name, made from the tiny random model and synthetic images."""
-    from pbe_core import random_checkpoint
+    from pbe_core.testing import random_checkpoint
 
     path = comfy.models / "checkpoints" / "paint_by_example.safetensors"
     if not path.exists():
@@ -105,3 +105,50 @@ def test_api_workflow_validates_and_runs(comfy, workflow_files, api_file):
             if name in node["inputs"]:
                 node["inputs"][name] = value
     comfy.run(prompt)
+
+
+UI_FILES = sorted((ROOT / "workflows").glob("*.json"))
+MODEL_FILE = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft")
+
+
+def test_workflow_file_names_are_titles_with_thumbnails():
+    """ComfyUI's template browser shows each UI workflow's file name as its card's title (the
+    description repeats it with - and _ as spaces) and <name>.jpg as its picture."""
+    assert {p.stem for p in UI_FILES} == {p.stem for p in API_FILES}, "each UI workflow has its API twin"
+    for ui_file in UI_FILES:
+        name = ui_file.stem
+        # one scheme; characters the template URLs carry unescaped; two lines on the card at most
+        assert name.startswith("Paint-by-Example - ") and len(name) <= 50, name
+        assert set(name) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 -()"), name
+        with Image.open(ui_file.with_suffix(".jpg")) as thumbnail:  # tools/workflow_pictures.py
+            assert thumbnail.size == (1024, 768), f"{name}.jpg: {thumbnail.size}"
+
+
+@pytest.mark.parametrize("ui_file", UI_FILES, ids=lambda p: p.stem)
+def test_ui_workflow_has_a_note_naming_the_model_files_it_needs(ui_file):
+    """A core Note beside the loader says which model files the workflow's loaders pick, where the
+    model comes from and how to convert it, before ComfyUI's missing-file message does."""
+    nodes = json.loads(ui_file.read_text())["nodes"]
+    notes = [node for node in nodes if node["type"] == "Note"]
+    assert len(notes) == 1, f"{ui_file.name}: one Note saying which model files it needs (found {len(notes)})"
+    text = notes[0]["widgets_values"][0]
+    loaders = [node for node in nodes if node["type"].endswith("Loader")]
+    files = [value for node in loaders for value in node["widgets_values"]
+             if isinstance(value, str) and value.endswith(MODEL_FILE)]
+    assert any(node["type"] == "PaintByExampleLoader" for node in loaders) and files
+    for name in files:
+        assert name in text, f"{ui_file.name}: the Note does not name {name}"
+    for fact in ("https://huggingface.co/Fantasy-Studio/Paint-by-Example", "model.ckpt", "python -m pbe_core.convert"):
+        assert fact in text, f"{ui_file.name}: the Note does not say {fact}"
+    assert (ROOT / "pbe_core" / "convert.py").is_file(), "the converter the Note names exists"
+    (loader,) = [node for node in loaders if node["type"] == "PaintByExampleLoader"]
+    gap = max(_gap(notes[0], loader, 0), _gap(notes[0], loader, 1))
+    assert gap < 120, f"{ui_file.name}: the Note is {gap:.0f} px away from the loader"
+
+
+def _gap(a, b, axis):
+    """The space between two nodes' boxes (title bars included) along one axis; negative when they overlap."""
+    title = 30 if axis == 1 else 0
+    a0, a1 = a["pos"][axis] - title, a["pos"][axis] + a["size"][axis]
+    b0, b1 = b["pos"][axis] - title, b["pos"][axis] + b["size"][axis]
+    return max(a0 - b1, b0 - a1)

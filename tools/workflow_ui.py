@@ -6,6 +6,8 @@ the live node definitions of a ComfyUI that has this pack loaded:
 
     COMFYUI_PATH=/path/to/ComfyUI python tools/workflow_ui.py
 
+Each UI twin also gets a Note beside its loader saying which model files it needs
+(tools/workflow_notes.py); Notes exist in the UI only, so the API twins stay runnable as they are.
 ``ui_to_api`` reads a UI workflow back, so tests can check that each pair says the same thing.
 """
 
@@ -17,6 +19,8 @@ from pathlib import Path
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}
+UI_ONLY = {"Note", "MarkdownNote"}  # the frontend's own nodes: never sent to the server
+NOTE_SIZE = [720, 160]
 
 
 def node_definition(cls) -> dict:
@@ -48,8 +52,9 @@ def _default(spec):
     return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(spec[0])
 
 
-def api_to_ui(prompt: dict, definitions: dict) -> dict:
-    """``definitions``: class_type -> node_definition()."""
+def api_to_ui(prompt: dict, definitions: dict, note: str | None = None) -> dict:
+    """``definitions``: class_type -> node_definition(); ``note``: the text of a Note put above the
+    (first) loader."""
     ids = {node_id: i + 1 for i, node_id in enumerate(prompt)}
     depth = {node_id: _depth(prompt, node_id, {}) for node_id in prompt}
     nodes, links, rows = [], [], {}
@@ -97,17 +102,32 @@ def api_to_ui(prompt: dict, definitions: dict) -> dict:
     for node in nodes:
         for output in node["outputs"]:
             output["links"] = out_links.get((node["id"], output["slot_index"]), [])
+    if note is not None:
+        loader = next((n for n in nodes if n["type"].endswith("Loader")), nodes[0])
+        nodes.append(_note(note, len(nodes) + 1, loader["pos"]))
     return {"last_node_id": len(nodes), "last_link_id": len(links), "nodes": sorted(nodes, key=lambda n: n["id"]),
             "links": links, "groups": [], "config": {}, "extra": {"ds": _fit_view(nodes)}, "version": 0.4}
 
 
-def _fit_view(nodes, width=1400, height=800, margin=40, top=70) -> dict:
-    """The canvas view (LiteGraph's ds) that shows the whole graph in a typical browser window."""
+def _note(text: str, node_id: int, beside: list) -> dict:
+    """A core Note node, as the frontend saves one, above the node at ``beside``."""
+    pos = [beside[0], beside[1] - NOTE_SIZE[1] - 70]  # clear of the node's title bar
+    return {"id": node_id, "type": "Note", "pos": pos, "size": list(NOTE_SIZE), "flags": {}, "order": node_id - 1,
+            "mode": 0, "inputs": [], "outputs": [], "properties": {}, "widgets_values": [text],
+            "color": "#432", "bgcolor": "#653"}
+
+
+def _fit_view(nodes, width=1400, height=800, margin=40, top=70, min_scale=0.75) -> dict:
+    """The canvas view (LiteGraph's ds) that shows the whole graph in a typical browser window.
+
+    Below a zoom of about 0.6 the frontend stops drawing text (its level-of-detail switch), so a
+    graph too big for the window opens at ``min_scale`` on its top-left corner instead: the Note
+    and the loader, readable."""
     x0 = min(n["pos"][0] for n in nodes)
     y0 = min(n["pos"][1] for n in nodes)
     x1 = max(n["pos"][0] + n["size"][0] for n in nodes)
     y1 = max(n["pos"][1] + n["size"][1] for n in nodes)
-    scale = min((width - 2 * margin) / (x1 - x0), (height - top - margin) / (y1 - y0), 1.0)
+    scale = max(min((width - 2 * margin) / (x1 - x0), (height - top - margin) / (y1 - y0), 1.0), min_scale)
     return {"scale": round(scale, 4), "offset": [round(margin / scale - x0, 1), round(top / scale - y0, 1)]}
 
 
@@ -124,6 +144,8 @@ def ui_to_api(workflow: dict, definitions: dict) -> dict:
     links = {link[0]: link for link in workflow["links"]}
     prompt = {}
     for node in workflow["nodes"]:
+        if node["type"] in UI_ONLY:
+            continue
         definition = definitions[node["type"]]
         linked = {entry["name"]: links[entry["link"]] for entry in node.get("inputs", []) if entry.get("link")}
         values = list(node.get("widgets_values", []))
@@ -161,6 +183,7 @@ def main() -> None:
     import tempfile
 
     from comfyui import NO_COMFYUI, ComfyUI, find_comfyui
+    from workflow_notes import note_text
 
     comfy_root = find_comfyui()
     if comfy_root is None:
@@ -171,7 +194,7 @@ def main() -> None:
         prompt = renumber(json.loads(api_file.read_text()))
         api_file.write_text(json.dumps(prompt, indent=2) + "\n")
         definitions = {n["class_type"]: node_definition(comfy.node(n["class_type"])) for n in prompt.values()}
-        ui = api_to_ui(prompt, definitions)
+        ui = api_to_ui(prompt, definitions, note_text(prompt))
         (root / "workflows" / api_file.name).write_text(json.dumps(ui, indent=2) + "\n")
         print(f"wrote workflows/{api_file.name}")
 
