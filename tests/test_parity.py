@@ -6,7 +6,7 @@ loader inside ComfyUI; diffusers gets them through its own converters (UNet, VAE
 PaintByExampleImageEncoder class. Both sides get the same noise tensor as noise: ours from the
 Sampler's seed (ComfyUI's prepare_noise), diffusers' as ``latents``, which its pipeline scales by
 the scheduler's init_noise_sigma. Conventions that differ are aligned so like is compared with
-like (README, "Parity with diffusers"):
+like (docs/parity.md):
 - the masked source is encoded to the VAE posterior's mean on both sides (diffusers samples it);
 - the reference is preprocessed once and the same tensor goes to both encoders;
 - the trajectory is ComfyUI's Euler sampler on its `simple` schedule (table sigmas from sigma_max,

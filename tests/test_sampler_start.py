@@ -1,6 +1,6 @@
 """Where sampling starts: at denoise 1 the masked region starts from pure noise, as in the authors'
 inference (ComfyUI starts from noise * sigma + latent, so the latent must be 0 there); below 1 it
-starts from the source, re-noised. And the Sampler equals core's nodes wired as the README shows."""
+starts from the source, re-noised. And the Sampler equals core's nodes wired as docs/guide.md shows."""
 
 from __future__ import annotations
 

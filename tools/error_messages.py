@@ -138,14 +138,10 @@ def _pattern(phrase: str) -> re.Pattern:
     return re.compile(".*?".join(re.escape(part) for part in phrase.split(GAP)), re.S)
 
 
-def _shown(message: Message) -> str:
-    return message.text
-
-
 def uncovered(all_messages: list[Message], rows: list[tuple[str, list[str]]]) -> list[Message]:
     """Messages that no phrase of the table matches."""
     patterns = [_pattern(p) for _row, phrases in rows for p in phrases]
-    return [m for m in all_messages if not any(p.search(_shown(m)) for p in patterns)]
+    return [m for m in all_messages if not any(p.search(m.text) for p in patterns)]
 
 
 def stale(all_messages: list[Message], rows: list[tuple[str, list[str]]]) -> list[str]:
@@ -156,7 +152,7 @@ def stale(all_messages: list[Message], rows: list[tuple[str, list[str]]]) -> lis
         for phrase in phrases:
             if len(phrase.replace(GAP, "").strip()) < MIN_PHRASE:
                 found.append(f"{phrase!r}: too short (at least {MIN_PHRASE} characters)")
-            elif not any(_pattern(phrase).search(_shown(m)) for m in all_messages):
+            elif not any(_pattern(phrase).search(m.text) for m in all_messages):
                 found.append(f"{phrase!r}: no message of the pack contains it")
     return found
 
