@@ -267,7 +267,8 @@ def test_contract_tooltips_and_outputs(comfy):
     assert cls.RETURN_NAMES == ("images", "mask", "scores", "report", "names")
     assert cls.OUTPUT_IS_LIST == (False, False, True, False, True)
     assert len(cls.OUTPUT_TOOLTIPS) == len(cls.RETURN_TYPES) and all(cls.OUTPUT_TOOLTIPS)
-    assert "100" in cls.DESCRIPTION and "projection" in cls.DESCRIPTION and "DINOv2" in cls.DESCRIPTION
+    # in an artist's words: the scale, the models it takes, and that scores of different models differ
+    assert "100" in cls.DESCRIPTION and "DINOv2" in cls.DESCRIPTION and "not comparable" in cls.DESCRIPTION
     assert comfy.nodes.NODE_DISPLAY_NAME_MAPPINGS[NODE] == "Paint-by-Example Score (exemplar likeness)"
 
 
