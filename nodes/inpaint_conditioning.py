@@ -153,9 +153,7 @@ class PaintByExampleAttachSource:
     CATEGORY = "conditioning/paint by example"
     RETURN_TYPES = ("CONDITIONING", "CONDITIONING")
     RETURN_NAMES = ("positive", "negative")
-    OUTPUT_TOOLTIPS = (
-        *ATTACHED_TOOLTIPS,
-    )
+    OUTPUT_TOOLTIPS = ATTACHED_TOOLTIPS
     FUNCTION = "attach"
 
     @classmethod

@@ -67,6 +67,22 @@ class ComfyUI:
     def node(self, class_type: str):
         return self.nodes.NODE_CLASS_MAPPINGS[class_type]
 
+    @property
+    def pack_package(self) -> str:
+        """The pack's package name as ComfyUI loaded it (the pack's folder name)."""
+        return self.node("PaintByExampleLoader").__module__.rsplit(".", 2)[0]
+
+    def pack(self, module: str):
+        """A module of the pack as ComfyUI loaded it, e.g. ``pack("nodes.comfy_model")``."""
+        import importlib
+
+        return importlib.import_module(f"{self.pack_package}.{module}")
+
+    def pack_classes(self) -> dict:
+        """{node id: class} of every node the pack registered."""
+        return {node_id: cls for node_id, cls in self.nodes.NODE_CLASS_MAPPINGS.items()
+                if cls.__module__.startswith(f"{self.pack_package}.")}
+
     def validate(self, prompt: dict):
         return asyncio.run(self.execution.validate_prompt("validate", prompt, None))
 

@@ -120,9 +120,6 @@ def _check(comfy, scene, monkeypatch, *nodes, changes=True, mask="mask", toleran
     return image
 
 
-def _package(comfy) -> str:
-    return comfy.node("PaintByExampleLoader").__module__.rsplit(".", 2)[0]
-
 
 # ---------------------------------------------------------------------------- the nodes
 
@@ -310,7 +307,7 @@ def test_easycache_stops_the_run_and_names_lazycache(comfy, scene, route):
 def test_why_easycache_is_refused(comfy, scene, monkeypatch):
     """Without the pack's check, EasyCache's reused step works on the 9-channel UNet input (it takes the
     concatenated channels for the latent) and returns a prediction for one row of the cond/uncond batch."""
-    model_guard = importlib.import_module(f"{_package(comfy)}.nodes.model_guard")
+    model_guard = importlib.import_module(f"{comfy.pack_package}.nodes.model_guard")
     spy = CacheSpy(comfy, monkeypatch, "EasyCacheHolder")
     out = comfy.run(_graph(scene["source"], scene["mask"], scene["reference"]), ["1", "2", "3", "5"])
     model, vae, _encoder = out["1"]

@@ -14,11 +14,6 @@ import pytest
 import torch
 
 
-def _pack(comfy, module: str):
-    """A module of the pack as ComfyUI loaded it (its package name is the pack's folder name)."""
-    package = comfy.node("PaintByExampleLoader").__module__.rsplit(".", 2)[0]
-    return importlib.import_module(f"{package}.{module}")
-
 
 def _mapped_ranges(path: Path) -> list[tuple[int, int]]:
     ranges = []
@@ -30,7 +25,7 @@ def _mapped_ranges(path: Path) -> list[tuple[int, int]]:
 
 
 def test_unet_is_handed_the_checkpoint_tensors_not_a_copy(comfy):
-    pbe_core, comfy_model = _pack(comfy, "pbe_core"), _pack(comfy, "nodes.comfy_model")
+    pbe_core, comfy_model = comfy.pack("pbe_core"), comfy.pack("nodes.comfy_model")
     weights = pbe_core.read_checkpoint(comfy.models / "checkpoints" / "pbe_tiny.safetensors")
     read = {tensor.data_ptr() for tensor in weights.unet.values()}
     unet = comfy_model.build_model(weights).model.diffusion_model
@@ -40,7 +35,7 @@ def test_unet_is_handed_the_checkpoint_tensors_not_a_copy(comfy):
 
 
 def test_vae_is_handed_the_checkpoint_tensors_not_a_copy(comfy):
-    pbe_core, comfy_model = _pack(comfy, "pbe_core"), _pack(comfy, "nodes.comfy_model")
+    pbe_core, comfy_model = comfy.pack("pbe_core"), comfy.pack("nodes.comfy_model")
     weights = pbe_core.read_checkpoint(comfy.models / "checkpoints" / "pbe_tiny.safetensors")
     read = {tensor.data_ptr() for tensor in weights.vae.values()}
     vae = comfy_model.build_vae(weights)
@@ -143,7 +138,7 @@ def counted(comfy, monkeypatch):
     count(vae, "encode", "vae_encode")
     count(vae, "decode", "vae_decode")
     count(importlib.import_module("comfy.ldm.modules.diffusionmodules.openaimodel").UNetModel, "forward", "unet")
-    count(_pack(comfy, "nodes.encoder_handle").ExemplarEncoderHandle, "encode", "encoder")
+    count(comfy.pack("nodes.encoder_handle").ExemplarEncoderHandle, "encode", "encoder")
     count(comfy.node("PaintByExampleEncodeSource"), "encode", "encode_source")
     count(comfy.node("PaintByExampleAttachSource"), "attach", "attach")
     return calls

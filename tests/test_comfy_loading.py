@@ -20,10 +20,6 @@ from test_comfy_nodes import _inputs, _sample
 ACCELERATOR = torch.device("cpu", 0)
 
 
-def _pack(comfy, module: str):
-    package = comfy.node("PaintByExampleLoader").__module__.rsplit(".", 2)[0]
-    return importlib.import_module(f"{package}.{module}")
-
 
 @pytest.fixture
 def mm(comfy):
@@ -84,7 +80,7 @@ def test_a_unet_built_on_the_accelerator_is_registered_and_loaded_once(comfy, mm
 
 def test_a_unet_ComfyUI_keeps_in_RAM_shares_the_files_tensors_and_is_not_loaded(comfy, mm, monkeypatch):
     _simulate(monkeypatch, mm, mm.VRAMState.NORMAL_VRAM, free_vram=2 << 30, free_ram=16 << 30)
-    pbe_core, comfy_model = _pack(comfy, "pbe_core"), _pack(comfy, "nodes.comfy_model")
+    pbe_core, comfy_model = comfy.pack("pbe_core"), comfy.pack("nodes.comfy_model")
     weights = pbe_core.read_checkpoint(comfy.models / "checkpoints" / "pbe_tiny.safetensors")
     read = {tensor.data_ptr() for tensor in weights.unet.values()}
     model = comfy_model.build_model(weights)
@@ -95,7 +91,7 @@ def test_a_unet_ComfyUI_keeps_in_RAM_shares_the_files_tensors_and_is_not_loaded(
 
 def test_the_real_sd1_width_is_detected_by_ComfyUI(comfy, tmp_path):
     """Where ComfyUI recognises the UNet (SD 1.x's widths), its own detection builds the model."""
-    pbe_core, comfy_model = _pack(comfy, "pbe_core"), _pack(comfy, "nodes.comfy_model")
+    pbe_core, comfy_model = comfy.pack("pbe_core"), comfy.pack("nodes.comfy_model")
     supported_models = importlib.import_module("comfy.supported_models")
     random_checkpoint = importlib.import_module(f"{pbe_core.__name__}.testing.random_checkpoint")
     path = random_checkpoint.write_single_file(tmp_path / "small.safetensors", random_checkpoint.random_weights("small"))
@@ -128,7 +124,7 @@ EXPECTED_STORAGE = {"default": torch.float32, "fp8_e4m3fn": torch.float8_e4m3fn,
 
 @pytest.mark.parametrize("weight_dtype", list(EXPECTED_STORAGE))
 def test_each_weight_dtype_loads_and_samples(comfy, mm, monkeypatch, weight_dtype):
-    comfy_model = _pack(comfy, "nodes.comfy_model")
+    comfy_model = comfy.pack("nodes.comfy_model")
     monkeypatch.setattr(comfy_model, "cpu_has_native_bf16", lambda: False)  # this CPU, whatever it is
     model, vae, encoder = comfy.node("PaintByExampleLoader")().load("pbe_tiny.safetensors", weight_dtype=weight_dtype)
     storage = EXPECTED_STORAGE[weight_dtype]
@@ -155,7 +151,7 @@ def test_fp8_stores_the_unet_in_a_quarter_of_fp32(comfy, mm):
 
 
 def test_bf16_computes_in_bf16_where_the_cpu_has_it(comfy, mm, monkeypatch):
-    comfy_model = _pack(comfy, "nodes.comfy_model")
+    comfy_model = comfy.pack("nodes.comfy_model")
     monkeypatch.setattr(comfy_model, "cpu_has_native_bf16", lambda: True)  # AVX512-BF16 or AMX
     model, vae, encoder = comfy.node("PaintByExampleLoader")().load("pbe_tiny.safetensors", weight_dtype="bf16")
     assert model.model.manual_cast_dtype is None and _unet_weight(model).dtype == torch.bfloat16
@@ -240,7 +236,7 @@ def _resident_file_bytes(path) -> int:
 def test_a_cast_unet_does_not_keep_the_files_pages(comfy, mm, tiny_model, tmp_path):
     """Loading the fp32 .ckpt in fp16 reads each UNet weight once to cast it; the file's pages are then
     handed back, so the UNet is not held twice (its fp16 copy plus the file's fp32 pages)."""
-    pbe_core, comfy_model = _pack(comfy, "pbe_core"), _pack(comfy, "nodes.comfy_model")
+    pbe_core, comfy_model = comfy.pack("pbe_core"), comfy.pack("nodes.comfy_model")
     random_checkpoint = importlib.import_module(f"{pbe_core.__name__}.testing.random_checkpoint")
     unet_bytes = sum(t.numel() * 4 for t in tiny_model.unet.values())
     for weight_dtype, kept in (("default", True), ("fp16", False)):

@@ -58,9 +58,7 @@ def test_new_blend_settings_rerun_only_paste_back(comfy, monkeypatch):
     """The Sampler hands the settings to its Paste Back node: a change of blend settings alone is served
     from ComfyUI's cache up to KSampler (no new encode, no new sampling) and only Paste Back runs again."""
     ran = []
-    package = comfy.node("PaintByExampleSampler").__module__.rsplit(".", 2)[0]
-    watched = [node_id for node_id, cls in comfy.nodes.NODE_CLASS_MAPPINGS.items()
-               if cls.__module__.startswith(f"{package}.") and node_id != "PaintByExampleSampler"] + ["KSampler"]
+    watched = [node_id for node_id in comfy.pack_classes() if node_id != "PaintByExampleSampler"] + ["KSampler"]
     for node_id in watched:  # every node the Sampler may expand into, whatever its encode steps are
         cls = comfy.node(node_id)
         plain = getattr(cls, cls.FUNCTION)

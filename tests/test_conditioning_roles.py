@@ -4,8 +4,6 @@ has passed through core's conditioning nodes is still accepted."""
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import pytest
 import torch
@@ -17,10 +15,6 @@ from test_comfy_nodes import _graph, _load, _scene, _tiny_controlnet
 H, W = 64, 96
 
 
-def _pack(comfy, module: str):
-    package = comfy.node("PaintByExampleLoader").__module__.rsplit(".", 2)[0]
-    return importlib.import_module(f"{package}.{module}")
-
 
 @pytest.fixture(scope="module")
 def kit(comfy):
@@ -31,7 +25,7 @@ def kit(comfy):
     text = [[torch.randn(1, 77, 768), {"pooled_output": torch.randn(1, 768)}]]
     source, mask = torch.rand(1, H, W, 3), torch.zeros(1, H, W)
     mask[:, 16:48, 24:72] = 1
-    check = _pack(comfy, "nodes.conditioning_roles").check
+    check = comfy.pack("nodes.conditioning_roles").check
     return dict(model=model, vae=vae, encoder=encoder, positive=positive, negative=negative, other=other, text=text,
                 source=source, mask=mask, check=check, comfy=comfy)
 

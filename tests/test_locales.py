@@ -74,7 +74,6 @@ def test_the_checker_finds_what_is_missing_or_stale():
 def test_english_is_the_code_own_text(comfy):
     """locales/en/nodeDefs.json equals what the live node definitions say (regenerate it with
     `python tools/locales.py` after changing a tooltip, then update the other languages)."""
-    package = comfy.node("PaintByExampleLoader").__module__.rsplit(".", 2)[0]
-    pack = sys.modules[f"{package}.nodes"]
+    pack = comfy.pack("nodes")
     live = _tool().english(pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS)
     assert live == _load("en"), "locales/en/nodeDefs.json is out of date: run python tools/locales.py"

@@ -12,11 +12,6 @@ from test_comfy_crop_stitch import _crop_graph, _large_scene
 from test_comfy_nodes import _graph, _scene
 
 
-def _pack_classes(comfy) -> dict:
-    package = comfy.node("PaintByExampleLoader").__module__.rsplit(".", 2)[0]
-    return {node_id: cls for node_id, cls in comfy.nodes.NODE_CLASS_MAPPINGS.items()
-            if cls.__module__.startswith(f"{package}.")}
-
 
 def _node_objects(cache):
     """Every node object ComfyUI's executor keeps, subgraphs (node expansions) included."""
@@ -26,7 +21,7 @@ def _node_objects(cache):
 
 
 def test_no_node_class_of_the_pack_has_an_init(comfy):
-    classes = _pack_classes(comfy)
+    classes = comfy.pack_classes()
     assert {"PaintByExampleSampler", "PaintByExampleInpaintConditioning", "PaintByExamplePasteBack"} <= set(classes)
     for node_id, cls in classes.items():
         assert cls.__init__ is object.__init__, f"{node_id} has an __init__: nodes keep no state"
@@ -41,7 +36,7 @@ def test_node_objects_hold_nothing_after_running_graphs(comfy):
     for i, prompt in enumerate(prompts):
         executor.execute(prompt, f"state-{i}", {}, ["7"])
         assert executor.success
-    classes = set(_pack_classes(comfy).values())
+    classes = set(comfy.pack_classes().values())
     kept = [obj for obj in _node_objects(executor.caches.objects) if type(obj) in classes]
     names = {type(obj).__name__ for obj in kept}
     assert {"PaintByExampleSampler", "PaintByExampleEncodeSource", "PaintByExampleAttachSource",

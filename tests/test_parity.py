@@ -33,11 +33,6 @@ SAMPLER, SCHEDULER = "euler", "simple"
 IMAGE_LIMIT = 2e-3
 
 
-def _pack(comfy, module: str):
-    """A module of the pack as ComfyUI loaded it (its package name is the pack's folder name)."""
-    package = comfy.node("PaintByExampleLoader").__module__.rsplit(".", 2)[0]
-    return importlib.import_module(f"{package}.{module}")
-
 
 def _diffusers_pipeline(parts, scheduler):
     from diffusers.pipelines.deprecated.paint_by_example import PaintByExampleImageEncoder
@@ -87,7 +82,7 @@ def _run_both(comfy, model_name, parts, steps, height=64, width=96, box=(24, 16,
     noise = sample.prepare_noise(torch.zeros(1, 4, height // 8, width // 8), seed)  # what the Sampler's seed gives
 
     # ours, inside ComfyUI; the wrapper records the first model input (x_T in sigma space)
-    positive, negative = _pack(comfy, "nodes.conditioning_roles").marked(*encoder.encode(pixels))
+    positive, negative = comfy.pack("nodes.conditioning_roles").marked(*encoder.encode(pixels))
     first_input = []
 
     def wrapper(apply, args):
@@ -162,7 +157,7 @@ def test_tiny_parity_from_the_pipelines_own_start(comfy, tiny_model, report):
 def test_parity_fails_with_the_source_latent_in_the_start(comfy, tiny_model, monkeypatch, report):
     """The control: the start the Sampler had before (the source's latent under the noise, as core's
     InpaintModelConditioning -> KSampler gives at denoise 1) fails the parity check."""
-    monkeypatch.setattr(_pack(comfy, "nodes.sampler"), "_start", lambda denoise: "source")
+    monkeypatch.setattr(comfy.pack("nodes.sampler"), "_start", lambda denoise: "source")
     figures = _run_both(comfy, "pbe_tiny.safetensors", random_checkpoint.diffusers_parts(tiny_model), steps=10)
     _report(report, "tiny, 10 steps, deliberately reverted start (source latent added)", figures)
     assert figures["start"] > 1e-2, "the source's latent is in the start"

@@ -78,8 +78,7 @@ def main() -> None:
         sys.exit(NO_COMFYUI)
     scratch = Path(tempfile.mkdtemp(prefix="pbe_locales_"))
     comfy = ComfyUI(comfy_root, scratch / "models", scratch / "scratch")
-    package = comfy.node("PaintByExampleLoader").__module__.rsplit(".", 2)[0]
-    pack = sys.modules[f"{package}.nodes"]
+    pack = comfy.pack("nodes")
     reference = english(pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS)
     target = LOCALES / "en" / "nodeDefs.json"
     target.parent.mkdir(parents=True, exist_ok=True)
