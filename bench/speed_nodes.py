@@ -24,13 +24,12 @@ import logging
 import re
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from comfyui import NO_COMFYUI, ComfyUI, find_comfyui  # noqa: E402
+from comfyui import NO_COMFYUI, ComfyUI, find_comfyui, scratch_folder  # noqa: E402
 from harness import Executor, ours_prompt, write_inputs  # noqa: E402
 
 from pbe_core.testing import random_checkpoint  # noqa: E402
@@ -73,11 +72,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--threshold", type=float, default=0.2, help="LazyCache's reuse_threshold (its default)")
     parser.add_argument("--configs", nargs="+", default=["plain", "lazycache", "compile", "both"])
-    parser.add_argument("--work", default=None)
+    parser.add_argument("--work", default=None,
+                        help="folder for the model and scratch files (kept); "
+                             "without it a temporary one is removed at exit")
     args = parser.parse_args()
     if find_comfyui() is None:
         sys.exit(NO_COMFYUI)
-    work = Path(args.work or tempfile.mkdtemp(prefix="pbe_speed_nodes_"))
+    work = scratch_folder("pbe_speed_nodes_", args.work)
     ckpt = f"pbe_{args.model}.safetensors"
     path = work / "models" / "checkpoints" / ckpt
     if not path.exists():

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,7 +40,7 @@ from safetensors.torch import save_file
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from comfyui import NO_COMFYUI, ComfyUI, find_comfyui  # noqa: E402
+from comfyui import NO_COMFYUI, ComfyUI, find_comfyui, scratch_folder  # noqa: E402
 from harness import CFG, STEPS_DEFAULT, Executor, ours_prompt, write_inputs  # noqa: E402
 
 from pbe_core import read_checkpoint  # noqa: E402
@@ -134,7 +133,9 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[512])
     parser.add_argument("--steps", type=int, default=STEPS_DEFAULT)
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per size and path (after a warm-up)")
-    parser.add_argument("--work", type=Path, help="folder for the model and images (kept, and reused next time)")
+    parser.add_argument("--work", type=Path,
+                        help="folder for the model and images (kept, and reused next time); "
+                             "without it a temporary one is removed at exit")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cuda: both paths on the GPU, with ComfyUI's defaults there (fp16)")
     args = parser.parse_args()
@@ -145,7 +146,7 @@ def main() -> None:
         sys.exit(NO_COMFYUI)
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: torch sees no CUDA GPU here")
-    work = args.work or Path(tempfile.mkdtemp(prefix="pbe_vs_core_"))
+    work = scratch_folder("pbe_vs_core_", args.work)
     single, unet = make_files(work, args.model)
     comfy = ComfyUI(root, work / "models", work / "scratch", cpu=args.device == "cpu")
     names = write_inputs(Path(comfy.folder_paths.get_input_directory()), args.sizes)

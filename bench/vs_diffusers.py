@@ -43,7 +43,6 @@ import importlib.util
 import json
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,7 +54,7 @@ ROOT = HERE.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(HERE)]
 
 from call_timer import median  # noqa: E402
-from comfyui import NO_COMFYUI, find_comfyui  # noqa: E402
+from comfyui import NO_COMFYUI, find_comfyui, scratch_folder  # noqa: E402
 from harness import write_inputs  # noqa: E402
 
 from pbe_core.testing import random_checkpoint  # noqa: E402
@@ -270,7 +269,9 @@ def main() -> None:
                         help="bf16: ours with weight_dtype bf16, against diffusers in fp32 and in bf16")
     parser.add_argument("--layout", choices=["ckpt", "safetensors"], default="ckpt",
                         help="our side's file: the authors' .ckpt pickle or a .safetensors conversion")
-    parser.add_argument("--work", type=Path, help="folder for the model and images (kept, and reused next time)")
+    parser.add_argument("--work", type=Path,
+                        help="folder for the model and images (kept, and reused next time); "
+                             "without it a temporary one is removed at exit")
     parser.add_argument("--attention", choices=["default", "quad"], default="default",
                         help="ours with the pack's choice (PyTorch's kernel on a CPU), or ComfyUI's sub-quadratic "
                              "one (as with --use-quad-cross-attention)")
@@ -288,7 +289,7 @@ def main() -> None:
         sys.exit("peak memory is read from /proc (VmHWM): run this on Linux")
     if args.device == "cuda" and not torch.cuda.is_available():
         sys.exit("--device cuda: torch sees no CUDA GPU here")
-    args.work = (args.work or Path(tempfile.mkdtemp(prefix="pbe_vs_diffusers_"))).resolve()
+    args.work = scratch_folder("pbe_vs_diffusers_", args.work).resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     args.ckpt, args.folder = make_model(args.work, args.layout, args.model)
     (args.work / "scratch" / "input").mkdir(parents=True, exist_ok=True)

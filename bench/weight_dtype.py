@@ -19,7 +19,6 @@ import json
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from comfyui import NO_COMFYUI, ComfyUI, find_comfyui  # noqa: E402
+from comfyui import NO_COMFYUI, ComfyUI, find_comfyui, scratch_folder  # noqa: E402
 from harness import Executor, ours_prompt, write_inputs  # noqa: E402
 
 from pbe_core.testing import random_checkpoint  # noqa: E402
@@ -70,7 +69,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dtypes", nargs="+", default=["default", "bf16"])
-    parser.add_argument("--work", default=None)
+    parser.add_argument("--work", default=None,
+                        help="folder for the model and scratch files (kept); "
+                             "without it a temporary one is removed at exit")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--ckpt", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -79,7 +80,7 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    work = Path(args.work or tempfile.mkdtemp(prefix="pbe_weight_dtype_"))
+    work = scratch_folder("pbe_weight_dtype_", args.work)
     ckpt = "pbe.ckpt" if args.model == "full" else f"pbe_{args.model}.safetensors"
     path = work / "models" / "checkpoints" / ckpt
     if not path.exists():

@@ -7,8 +7,11 @@ ComfyUI is found through $COMFYUI_PATH, the ComfyUI that encloses this pack
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 import types
 from pathlib import Path
 
@@ -121,17 +124,25 @@ def _outputs(executor, node_id):
     return tuple(values[0] for values in outputs)
 
 
+def scratch_folder(prefix: str, given: str | Path | None = None) -> Path:
+    """The folder a script works in: ``given`` as it is (the user keeps it), or a new temporary
+    folder removed when the script exits, since full-size models in it take gigabytes of disk."""
+    if given:
+        return Path(given)
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, True)
+    return path
+
+
 def comfyui_with_random_model(prefix: str, size: str = "tiny", **cli_args) -> ComfyUI:
     """For scripts (benchmarks): ComfyUI in this process with a random model as
-    checkpoints/pbe.safetensors, in a fresh scratch folder. Exits with a reason without ComfyUI."""
-    import tempfile
-
+    checkpoints/pbe.safetensors, in a scratch folder removed at exit. Exits with a reason without ComfyUI."""
     from pbe_core.testing import random_checkpoint
 
     root = find_comfyui()
     if root is None:
         sys.exit(NO_COMFYUI)
-    work = Path(tempfile.mkdtemp(prefix=prefix))
+    work = scratch_folder(prefix)
     random_checkpoint.write_single_file(work / "models" / "checkpoints" / "pbe.safetensors",
                                         random_checkpoint.random_weights(size, seed=0))
     return ComfyUI(root, work / "models", work / "scratch", **cli_args)

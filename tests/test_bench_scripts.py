@@ -3,6 +3,7 @@ with a step or two and must print its figures."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -20,9 +21,13 @@ def _run(script: str, *args: str, tmp_path: Path, needs_diffusers: bool = True) 
         pytest.skip(NO_COMFYUI)
     if needs_diffusers:
         pytest.importorskip("diffusers")
+    temp = tmp_path / "temp"
+    temp.mkdir()
     done = subprocess.run([sys.executable, str(BENCH / script), *args], capture_output=True, text=True,
-                          timeout=900, cwd=tmp_path)
+                          timeout=900, cwd=tmp_path, env={**os.environ, "TMPDIR": str(temp)})
     assert done.returncode == 0, done.stderr[-3000:]
+    # a script's own scratch folder (a full-size model takes gigabytes) goes when the script ends
+    assert not [p.name for p in temp.iterdir() if p.name.startswith("pbe_")]
     return done.stdout
 
 

@@ -69,14 +69,13 @@ def problems(translated: dict, reference: dict) -> list[str]:
 
 def main() -> None:
     sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
-    import tempfile
 
-    from comfyui import NO_COMFYUI, ComfyUI, find_comfyui
+    from comfyui import NO_COMFYUI, ComfyUI, find_comfyui, scratch_folder
 
     comfy_root = find_comfyui()
     if comfy_root is None:
         sys.exit(NO_COMFYUI)
-    scratch = Path(tempfile.mkdtemp(prefix="pbe_locales_"))
+    scratch = scratch_folder("pbe_locales_")
     comfy = ComfyUI(comfy_root, scratch / "models", scratch / "scratch")
     pack = comfy.pack("nodes")
     reference = english(pack.NODE_CLASS_MAPPINGS, pack.NODE_DISPLAY_NAME_MAPPINGS)

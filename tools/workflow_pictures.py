@@ -18,7 +18,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,13 +167,13 @@ def main() -> None:
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
-    from comfyui import NO_COMFYUI, find_comfyui
+    from comfyui import NO_COMFYUI, find_comfyui, scratch_folder
     from comfyui_server import comfyui_server
 
     root = find_comfyui()
     if root is None:
         sys.exit(NO_COMFYUI)
-    base = Path(tempfile.mkdtemp(prefix="pbe_pictures_"))
+    base = scratch_folder("pbe_pictures_")
     if args.locale:
         settings = {"Comfy.Locale": args.locale, "Comfy.TutorialCompleted": True}
     else:

@@ -180,15 +180,14 @@ def renumber(prompt: dict) -> dict:
 def main() -> None:
     root = Path(__file__).resolve().parents[1]
     sys.path[:0] = [str(root), str(root / "tests")]
-    import tempfile
 
-    from comfyui import NO_COMFYUI, ComfyUI, find_comfyui
+    from comfyui import NO_COMFYUI, ComfyUI, find_comfyui, scratch_folder
     from workflow_notes import note_text
 
     comfy_root = find_comfyui()
     if comfy_root is None:
         sys.exit(NO_COMFYUI)
-    scratch = Path(tempfile.mkdtemp(prefix="pbe_workflows_"))
+    scratch = scratch_folder("pbe_workflows_")
     comfy = ComfyUI(comfy_root, scratch / "models", scratch / "scratch")
     for api_file in sorted((root / "workflows" / "api").glob("*.json")):
         prompt = renumber(json.loads(api_file.read_text()))
