@@ -3,6 +3,7 @@ with node and sampling-step timing. Scripts put the repository and tests/ on sys
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -13,6 +14,13 @@ from PIL import Image
 from comfyui import ComfyUI
 
 STEPS_DEFAULT, CFG = 20, 5.0
+
+
+def allocator() -> str:
+    """The C memory allocator both sides run with: a CPU step's speed depends on it (figures in
+    docs/benchmarks.md), so the benchmarks print it beside the CPU."""
+    preloaded = [Path(p).name for p in os.environ.get("LD_PRELOAD", "").replace(":", " ").split()]
+    return f"LD_PRELOAD {', '.join(preloaded)}" if preloaded else "the C library's malloc"
 
 
 # ---------------------------------------------------------------- inputs

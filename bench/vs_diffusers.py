@@ -55,7 +55,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(HERE)]
 
 from call_timer import median  # noqa: E402
 from comfyui import NO_COMFYUI, find_comfyui, scratch_folder  # noqa: E402
-from harness import write_inputs  # noqa: E402
+from harness import allocator, write_inputs  # noqa: E402
 
 from pbe_core.testing import random_checkpoint  # noqa: E402
 from pbe_core.cpu_features import cpu_has_native_bf16, describe_cpu  # noqa: E402
@@ -195,7 +195,8 @@ def report(args, sides: list[Side], configs: list[tuple[int, int]]) -> None:
 
     threads = ", ".join(f"{s.label} {s.threads}" for s in sides)
     print(f"\n== Paint-by-Example edits: {args.model} random weights, ours {ours.dtype} (noise_mask "
-          f"{args.noise_mask}), {args.device}; CPU: {describe_cpu()}; torch threads {threads}; torch "
+          f"{args.noise_mask}), {args.device}; CPU: {describe_cpu()}; allocator: {allocator()}; torch threads "
+          f"{threads}; torch "
           f"{torch.__version__}, diffusers {diffusers.__version__}, transformers "
           f"{importlib.metadata.version('transformers')}; guidance 5, DDIM-like; medians of {args.repeats} "
           "interleaved runs (runs in brackets)")

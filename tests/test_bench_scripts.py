@@ -35,6 +35,7 @@ def test_vs_diffusers_prints_every_phase_ratio_and_breakdown(tmp_path):
     out = _run("vs_diffusers.py", "--model", "tiny", "--sizes", "64", "--steps", "2", "--repeats", "1",
                "--work", str(tmp_path / "work"), tmp_path=tmp_path)
     assert "CPU: " in out and re.search(r"\((no native|native) bf16\)", out)
+    assert re.search(r"allocator: (the C library's malloc|LD_PRELOAD \S+);", out)  # what the figures ran with
     for phase, goal in (("load + first edit", "0.95"), ("re-roll (new seed)", "0.90"), ("new reference", "1.00"),
                         ("peak memory", "1.00")):
         assert re.search(rf"ratio ours/diffusers, {re.escape(phase)}: \d+\.\d+ vs diffusers \(goal <= {goal}", out)
