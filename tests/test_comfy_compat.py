@@ -120,7 +120,6 @@ def _check(comfy, scene, monkeypatch, *nodes, changes=True, mask="mask", toleran
     return image
 
 
-
 # ---------------------------------------------------------------------------- the nodes
 
 

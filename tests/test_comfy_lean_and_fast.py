@@ -14,7 +14,6 @@ import pytest
 import torch
 
 
-
 def _mapped_ranges(path: Path) -> list[tuple[int, int]]:
     ranges = []
     for line in Path("/proc/self/maps").read_text().splitlines():

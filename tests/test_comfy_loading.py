@@ -20,7 +20,6 @@ from test_comfy_nodes import _inputs, _sample
 ACCELERATOR = torch.device("cpu", 0)
 
 
-
 @pytest.fixture
 def mm(comfy):
     model_management = importlib.import_module("comfy.model_management")

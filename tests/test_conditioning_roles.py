@@ -15,7 +15,6 @@ from test_comfy_nodes import _graph, _load, _scene, _tiny_controlnet
 H, W = 64, 96
 
 
-
 @pytest.fixture(scope="module")
 def kit(comfy):
     model, vae, encoder = _load(comfy)

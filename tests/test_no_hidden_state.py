@@ -12,7 +12,6 @@ from test_comfy_crop_stitch import _crop_graph, _large_scene
 from test_comfy_nodes import _graph, _scene
 
 
-
 def _node_objects(cache):
     """Every node object ComfyUI's executor keeps, subgraphs (node expansions) included."""
     yield from cache.cache.values()

@@ -33,7 +33,6 @@ SAMPLER, SCHEDULER = "euler", "simple"
 IMAGE_LIMIT = 2e-3
 
 
-
 def _diffusers_pipeline(parts, scheduler):
     from diffusers.pipelines.deprecated.paint_by_example import PaintByExampleImageEncoder
     from transformers import CLIPImageProcessor, CLIPVisionConfig
