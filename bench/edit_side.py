@@ -109,12 +109,12 @@ class Ours:
         self.mm.soft_empty_cache()
         release()
 
-    def edit(self, size: int, steps: int, seed: int, reference: str) -> float:
+    def edit(self, size: int, steps: int, seed: int, reference: str, mask: str = "") -> float:
         from harness import Executor, ours_prompt
 
         if self.runner is None:
             self.runner = Executor(self.comfy)
-        prompt = ours_prompt(self.ckpt, f"source_{size}.png", f"mask_{size}.png", reference, seed, steps)
+        prompt = ours_prompt(self.ckpt, f"source_{size}.png", f"mask_{size}{mask}.png", reference, seed, steps)
         prompt["loader"]["inputs"]["weight_dtype"] = "bf16" if self.dtype == "bf16" else "default"
         if self.noise_mask != "default":
             prompt["sampler"]["inputs"]["noise_mask"] = self.noise_mask == "on"
@@ -170,16 +170,17 @@ class Diffusers:
         self.timer.calls.append(("load", started, time.perf_counter()))
         self.pipe = pipe
 
-    def edit(self, size: int, steps: int, seed: int, reference: str) -> float:
+    def edit(self, size: int, steps: int, seed: int, reference: str, mask: str = "") -> float:
         from PIL import Image
 
         started = time.perf_counter()
         if self.pipe is None:
             self.load()
         source = Image.open(self.inputs / f"source_{size}.png").convert("RGB")
-        mask = Image.open(self.inputs / f"mask_{size}.png").convert("L")
         example = Image.open(self.inputs / reference).convert("RGB")
-        self.last = self.pipe(example_image=example, image=source, mask_image=mask, height=size, width=size,
+        self.last = self.pipe(example_image=example, image=source,
+                              mask_image=Image.open(self.inputs / f"mask_{size}{mask}.png").convert("L"),
+                              height=size, width=size,
                               num_inference_steps=steps, guidance_scale=GUIDANCE,
                               generator=torch.Generator().manual_seed(seed)).images[0]
         return time.perf_counter() - started
@@ -209,7 +210,8 @@ def serve(side, answers) -> None:
                     if torch.cuda.is_available():
                         torch.cuda.reset_peak_memory_stats()
                 side.timer.clear()
-                seconds = side.edit(command["size"], command["steps"], command["seed"], command["reference"])
+                seconds = side.edit(command["size"], command["steps"], command["seed"], command["reference"],
+                                    command.get("mask", ""))
                 answer = {"seconds": seconds, "parts": breakdown(side.timer, seconds),
                           "peak_mib": _status_mib("VmHWM"), "file_mib": _status_mib("RssFile")}
                 if torch.cuda.is_available():

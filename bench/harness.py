@@ -33,14 +33,17 @@ def smooth_image(height: int, width: int, seed: int) -> np.ndarray:
 
 
 def write_inputs(folder: Path, sizes: list[int], large: bool = True) -> dict:
-    """Source, mask (the middle half of each side) and reference PNGs, for every side alike; with
-    ``large``, also the 512 and 4096x3072 cases of the crop comparison."""
+    """Source, mask (the middle half of each side) and reference PNGs, for every side alike, and a
+    second mask of the same size moved up and right (``mask_<size>_2.png``, an artist's redrawn
+    mask); with ``large``, also the 512 and 4096x3072 cases of the crop comparison."""
     names = {}
     for size in sorted({*sizes, 512} if large else set(sizes)):
-        mask = np.zeros((size, size), np.uint8)
+        mask, moved = np.zeros((size, size), np.uint8), np.zeros((size, size), np.uint8)
         mask[size // 4: 3 * size // 4, size // 4: 3 * size // 4] = 255
+        moved[size // 8: 5 * size // 8, 3 * size // 8: 7 * size // 8] = 255
         Image.fromarray(smooth_image(size, size, seed=size)).save(folder / f"source_{size}.png")
         Image.fromarray(mask).save(folder / f"mask_{size}.png")
+        Image.fromarray(moved).save(folder / f"mask_{size}_2.png")
         names[size] = (f"source_{size}.png", f"mask_{size}.png")
     for seed, name in ((1, "reference.png"), (2, "reference_2.png")):
         Image.fromarray(smooth_image(400, 320, seed=seed)).save(folder / name)

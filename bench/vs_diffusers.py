@@ -11,7 +11,9 @@ run, so the drift of a shared machine hits both alike. For every size and step c
   edits (after one warm-up edit per size and side, not counted: a process's very first edit pays
   one-time costs);
 - re-roll: the same edit with a new seed;
-- new reference: the same source and mask with another reference (and a new seed).
+- new reference: the same source and mask with another reference (and a new seed);
+- new mask: then the same source and that reference with another mask (and a new seed), as an
+  artist redrawing the mask. No goal was set for it; ours re-encodes only the masked source.
 
 Both: DDIM-like sampling (ComfyUI's ddim + ddim_uniform; diffusers' DDIMScheduler), guidance 5,
 the same source, mask (the middle half), references and seeds, one batched cond+uncond UNet call
@@ -60,10 +62,13 @@ from harness import allocator, write_inputs  # noqa: E402
 from pbe_core.testing import random_checkpoint  # noqa: E402
 from pbe_core.cpu_features import cpu_has_native_bf16, describe_cpu  # noqa: E402
 
-PHASES = {"first": "load + first edit", "reroll": "re-roll (new seed)", "newref": "new reference"}
+PHASES = {"first": "load + first edit", "reroll": "re-roll (new seed)", "newref": "new reference",
+          "newmask": "new mask"}
 GOALS = {"first": 0.95, "reroll": 0.90, "newref": 1.00, "peak": 1.00}
 NATIVE_BF16_GOALS = {"first": 0.60, "peak": 0.65}  # ours in bf16 against diffusers in fp32
-REFERENCES = {"first": "reference.png", "reroll": "reference.png", "newref": "reference_2.png"}
+REFERENCES = {"first": "reference.png", "reroll": "reference.png", "newref": "reference_2.png",
+              "newmask": "reference_2.png"}
+MASKS = {"newmask": "_2"}  # the mask file's suffix: mask_<size>_2.png, the redrawn mask
 
 
 def make_model(work: Path, layout: str, size: str) -> tuple[str, str]:
@@ -132,7 +137,7 @@ def warm_up(sides: list[Side], args) -> None:
     read from disk when they are not in the page cache yet)."""
     for size in args.sizes:
         for side in sides:
-            answer = side.ask(op="first", size=size, steps=2, seed=0, reference=REFERENCES["first"])
+            answer = side.ask(op="first", size=size, steps=2, seed=0, reference=REFERENCES["first"], mask="")
             print(f"  {size}x{size} 2 steps, warm-up (not counted): {side.label} {answer['seconds']:.2f} s", flush=True)
 
 
@@ -145,7 +150,8 @@ def run_interleaved(sides: list[Side], configs: list[tuple[int, int]], args) -> 
                 runs += 1
                 for side in sides[shift:] + sides[:shift]:
                     answer = side.ask(op="first" if phase == "first" else "edit", size=size, steps=steps,
-                                      seed=seed_of(repeat, index, phase), reference=REFERENCES[phase])
+                                      seed=seed_of(repeat, index, phase), reference=REFERENCES[phase],
+                                      mask=MASKS.get(phase, ""))
                     side.runs.setdefault((size, steps, phase), []).append(answer)
                     print(f"  {size}x{size} {steps} steps, {PHASES[phase]}: {side.label} "
                           f"{_breakdown(side, [answer])}", flush=True)

@@ -18,6 +18,7 @@ _NODES = {
     "inpaint_conditioning": {"PaintByExampleInpaintConditioning": "Paint-by-Example Inpaint Conditioning",
                              "PaintByExampleEncodeSource": "Paint-by-Example Encode Source",
                              "PaintByExampleAttachSource": "Paint-by-Example Attach Source"},
+    "source_latent": {"PaintByExampleSourceLatent": "Paint-by-Example Source Latent"},
     "paste_back": {"PaintByExamplePasteBack": "Paint-by-Example Paste Back (decode into source)"},
     "crop_stitch": {"PaintByExampleCrop": "Paint-by-Example Crop (around mask)",
                     "PaintByExampleStitch": "Paint-by-Example Stitch (back into source)"},

@@ -9,15 +9,22 @@ import torch
 from ..pbe_core.geometry import pad_to_multiple
 from ..pbe_core.masks import binarize
 from . import conditioning_roles, inputs
+from .source_latent import (SOURCE_LATENT_TOOLTIP, checked_samples, distinct_sources, encode_each, for_batch,
+                            needs_source_latent)
 
 STARTS = ("noise", "source")
 
 POSITIVE_TOOLTIP = "The positive of Paint-by-Example Encode (or Regions, Blend, Strength, a ControlNet after them)."
 NEGATIVE_TOOLTIP = "The negative of Paint-by-Example Encode (the model's 'no reference' input)."
-NOISE_MASK_TOOLTIP = ("On: the sampler keeps the unmasked part of the image as it is, so the edit's edge meets the "
-                      "source itself (costs one more VAE encode when the source or mask changes). Off: the sampler "
+_NOISE_MASK_TOOLTIP = ("On: the sampler keeps the unmasked part of the image as it is, so the edit's edge meets the "
+                      "source itself (costs one more VAE encode when the source changes{}). Off: the sampler "
                       "repaints the whole latent, as in the paper; Paste Back still keeps the unmasked pixels "
                       "exactly, but the edit's edge meets the model's own repainting of the surroundings.")
+# What a new mask costs differs by node: the Sampler and a wired source_latent keep the source's own encoding.
+NOISE_MASK_TOOLTIP_SAMPLER = _NOISE_MASK_TOOLTIP.format("")
+NOISE_MASK_TOOLTIP_OWN = _NOISE_MASK_TOOLTIP.format(" or the mask changes")
+NOISE_MASK_TOOLTIP_SPLIT = _NOISE_MASK_TOOLTIP.format(
+    ", and when the mask changes unless source_latent is wired")
 ATTACHED_TOOLTIPS = (
     "The exemplar conditioning with the masked source attached, for KSampler's positive.",
     "The 'no reference' input with the masked source attached, for KSampler's negative.",
@@ -37,7 +44,7 @@ def inpaint_conditioning(positive, negative, vae, source: torch.Tensor, mask: to
 
 
 def source_latents(vae, source: torch.Tensor, mask: torch.Tensor, noise_mask: bool = True,
-                   start: str = "noise") -> tuple[dict, dict]:
+                   start: str = "noise", whole: torch.Tensor | None = None) -> tuple[dict, dict]:
     """(masked source, start latent) for checked sources (B, H, W, 3) and masks (B, H, W) of one
     batch size. Sides are padded to multiples of 8 (edges repeated); the repainted region is
     where the mask is at or above 0.5.
@@ -49,15 +56,24 @@ def source_latents(vae, source: torch.Tensor, mask: torch.Tensor, noise_mask: bo
     so with ``start`` "noise" the latent is 0 wherever a cell is repainted in full (all of it
     without a noise mask: the authors' pure-noise start); cells on the mask's edge, which the
     sampler holds partly at the latent, keep the source (a 0 there would darken the edge). With
-    "source" it is the source's latent, re-noised by the sampler (for denoise below 1)."""
-    source = pad_to_multiple(source)
+    "source" it is the source's latent, re-noised by the sampler (for denoise below 1).
+
+    ``whole`` is that latent of the sources themselves (a Source Latent's samples, one per source
+    before the mask's batch rule); without it they are encoded here, one source drawn on by
+    several masks once."""
     repainted = binarize(pad_to_multiple(mask))[:, None]  # (B, 1, H, W), the model's and the sampler's mask
-    blanked = (source - 0.5) * (1 - repainted.movedim(1, -1)) + 0.5  # mid-grey (0 in -1..1) where repainted
+    blanked = (pad_to_multiple(source) - 0.5) * (1 - repainted.movedim(1, -1)) + 0.5  # mid-grey (0 in -1..1)
     masked_latent = vae.encode(blanked)
-    if start == "noise" and not noise_mask:
+    if not needs_source_latent(noise_mask, start):
         samples = torch.zeros_like(masked_latent)  # nothing of the source is kept: no second encode
     else:
-        samples = vae.encode(source)
+        if whole is None:
+            whole = encode_each(vae, distinct_sources(source))
+        elif whole.shape[1:] != masked_latent.shape[1:]:
+            raise ValueError(f"source_latent: it holds latents of {tuple(whole.shape[1:])}, but this VAE makes "
+                             f"{tuple(masked_latent.shape[1:])}. Give Paint-by-Example Source Latent the same VAE "
+                             "as this node")
+        samples = for_batch(whole, masked_latent.shape[0])
         if start == "noise":  # the sampler's own denoise mask says which cells it repaints in full
             full = comfy.sampler_helpers.prepare_mask(repainted, samples.shape, samples.device) == 1
             samples = torch.where(full, torch.zeros_like(samples), samples)
@@ -100,7 +116,7 @@ class PaintByExampleInpaintConditioning:
                 "source": ("IMAGE", {"tooltip": "The image to edit."}),
                 "mask": ("MASK", {"tooltip": "White where the exemplar goes: values at or above 0.5 are repainted. "
                                              "One mask for all sources, one per source, or several for one source."}),
-                "noise_mask": ("BOOLEAN", {"default": True, "tooltip": NOISE_MASK_TOOLTIP}),
+                "noise_mask": ("BOOLEAN", {"default": True, "tooltip": NOISE_MASK_TOOLTIP_OWN}),
                 "start": (list(STARTS), {"default": "noise", "tooltip": START_TOOLTIP}),
             },
         }
@@ -115,8 +131,9 @@ class PaintByExampleEncodeSource:
     DESCRIPTION = ("The source half of Inpaint Conditioning: blanks the masked region of the source to grey and "
                    "encodes it with the VAE (for Attach Source), and makes the latent sampling starts from. It does "
                    "not take the exemplar, so a new reference re-runs only Encode and Attach Source: ComfyUI keeps "
-                   "this node's result while the source, mask and VAE stay the same. Then Attach Source, KSampler "
-                   "(denoise 1) and Paint-by-Example Paste Back.")
+                   "this node's result while the source, mask and VAE stay the same. With Paint-by-Example Source "
+                   "Latent wired into source_latent, a new mask re-encodes only the masked source. Then Attach "
+                   "Source, KSampler (denoise 1) and Paint-by-Example Paste Back.")
     CATEGORY = "conditioning/paint by example"
     RETURN_TYPES = ("LATENT", "LATENT")
     RETURN_NAMES = ("masked_source", "latent")
@@ -135,15 +152,27 @@ class PaintByExampleEncodeSource:
                 "source": ("IMAGE", {"tooltip": "The image to edit."}),
                 "mask": ("MASK", {"tooltip": "White where the exemplar goes: values at or above 0.5 are repainted. "
                                              "One mask for all sources, one per source, or several for one source."}),
-                "noise_mask": ("BOOLEAN", {"default": True, "tooltip": NOISE_MASK_TOOLTIP}),
+                "noise_mask": ("BOOLEAN", {"default": True, "tooltip": NOISE_MASK_TOOLTIP_SPLIT}),
                 "start": (list(STARTS), {"default": "noise", "tooltip": START_TOOLTIP}),
+            },
+            "optional": {
+                "source_latent": ("LATENT", {"lazy": True, "tooltip": SOURCE_LATENT_TOOLTIP}),
             },
         }
 
-    def encode(self, vae, source, mask, noise_mask=True, start="noise"):
-        source, mask = check_images(source, mask)
+    def check_lazy_status(self, noise_mask=True, start="noise", **given):
+        """ComfyUI runs the wired Source Latent only when the start latent keeps some of the source."""
+        unevaluated = "source_latent" in given and given["source_latent"] is None
+        return ["source_latent"] if unevaluated and needs_source_latent(noise_mask, start) else []
+
+    def encode(self, vae, source, mask, noise_mask=True, start="noise", source_latent=None):
+        checked = inputs.checked_source(source)
+        source, mask = inputs.edit_masks(mask, checked)
         check_start(start)
-        return source_latents(vae, source, mask, noise_mask, start)
+        whole = None
+        if source_latent is not None and needs_source_latent(noise_mask, start):
+            whole = checked_samples(source_latent, checked)
+        return source_latents(vae, source, mask, noise_mask, start, whole)
 
 
 class PaintByExampleAttachSource:
@@ -180,10 +209,7 @@ def check_inputs(positive, negative, source, mask) -> tuple[torch.Tensor, torch.
 
 
 def check_images(source, mask) -> tuple[torch.Tensor, torch.Tensor]:
-    source = inputs.source_images(source)
-    if not torch.isfinite(source).all():
-        raise ValueError("source: the image contains NaN or infinite values; check the node that made it")
-    return inputs.edit_masks(mask, source)
+    return inputs.edit_masks(mask, inputs.checked_source(source))
 
 
 def check_start(start) -> None:

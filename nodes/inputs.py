@@ -36,6 +36,14 @@ def source_images(source: torch.Tensor, input_name: str = "source") -> torch.Ten
     return rgb.float()
 
 
+def checked_source(source) -> torch.Tensor:
+    """:func:`source_images`, refusing NaN and infinite values (the VAE would spread them)."""
+    source = source_images(source)
+    if not torch.isfinite(source).all():
+        raise ValueError("source: the image contains NaN or infinite values; check the node that made it")
+    return source
+
+
 def edit_masks(mask: torch.Tensor, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Check the mask against the source and apply the batch rules: one mask for N sources,
     N masks for one source, or N for N. Returns (sources, masks) of equal batch size."""

@@ -1,11 +1,12 @@
 """The one-node edit: Inpaint Conditioning -> core's KSampler -> Paste Back, as a node expansion.
 
 Inside ComfyUI's executor the Sampler checks its inputs and expands into those steps, wired to its
-own input links, with Inpaint Conditioning as its two halves: Encode Source (the VAE encodes) and
-Attach Source (the masked source onto the conditioning, no model call). ComfyUI then caches each
-node like any other, so a re-roll with only a new seed (or new sampling settings) serves both
-halves from the cache, and a new reference re-runs Attach Source but not the VAE encodes. Called
-from Python outside an executor, it runs the same steps in turn.
+own input links, with Inpaint Conditioning in its parts: Source Latent (the source's own encode,
+when the noise mask keeps it), Encode Source (the masked source's encode) and Attach Source (the
+masked source onto the conditioning, no model call). ComfyUI then caches each node like any other,
+so a re-roll with only a new seed (or new sampling settings) serves them all from the cache, a new
+reference re-runs Attach Source but no VAE encode, and a new mask re-encodes only the masked
+source. Called from Python outside an executor, it runs the same steps in turn.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ from comfy_execution.graph_utils import GraphBuilder, is_link
 
 from . import inputs
 from .comfy_model import PBE_CONCAT_KEYS
-from .inpaint_conditioning import NOISE_MASK_TOOLTIP, check_inputs, inpaint_conditioning
+from .inpaint_conditioning import NOISE_MASK_TOOLTIP_SAMPLER, check_inputs, inpaint_conditioning
 from .paste_back import (BLEND_MODE_TOOLTIP, BLEND_MODES, BLEND_TOOLTIP, COLOR_MATCH_TOOLTIP, COLOR_MATCHES,
                          check_blend_options, paste_back)
 from .sampling import sample_latent
+from .source_latent import needs_source_latent
 
 # The optional inputs' defaults (today's behaviour), for an API prompt that leaves them out.
 OPTIONAL_DEFAULTS = {"noise_mask": True, "blend": 0, "blend_mode": "linear", "color_match": "off"}
@@ -31,7 +33,7 @@ class PaintByExampleSampler:
                    "with no reference), then Paint-by-Example Paste Back (pixels outside the mask and its blend band stay "
                    "exactly the source's; blend, blend_mode and color_match go to Paste Back). A re-run with only a "
                    "new seed, new sampling or new blend settings takes the encoding from ComfyUI's cache; a new "
-                   "reference re-encodes only the reference.")
+                   "reference re-encodes only the reference, and a new mask only the masked source.")
     CATEGORY = "sampling/paint by example"
     RETURN_TYPES = ("IMAGE", "LATENT")
     RETURN_NAMES = ("image", "latent")
@@ -71,7 +73,7 @@ class PaintByExampleSampler:
                                                  "starts from the source re-noised, keeping some of its structure."}),
             },
             "optional": {
-                "noise_mask": ("BOOLEAN", {"default": True, "tooltip": NOISE_MASK_TOOLTIP}),
+                "noise_mask": ("BOOLEAN", {"default": True, "tooltip": NOISE_MASK_TOOLTIP_SAMPLER}),
                 "blend": ("INT", {"default": 0, "min": 0, "max": 512, "step": 1, "tooltip": BLEND_TOOLTIP}),
                 "blend_mode": (list(BLEND_MODES), {"default": "linear", "tooltip": BLEND_MODE_TOOLTIP}),
                 "color_match": (list(COLOR_MATCHES), {"default": "off", "tooltip": COLOR_MATCH_TOOLTIP}),
@@ -121,16 +123,22 @@ def _check(model, positive, negative, source, mask, seed, steps, cfg, denoise, b
 
 
 def _expansion(links: dict, s: dict) -> dict:
-    """Inpaint Conditioning in its two halves, KSampler and Paste Back, fed from the Sampler's own
-    input links. ComfyUI's cache keys each node on its own inputs: Encode Source (the VAE encodes)
-    on the source, mask and VAE alone, so neither a new seed nor a new reference encodes again;
+    """Inpaint Conditioning in its parts, KSampler and Paste Back, fed from the Sampler's own input
+    links. ComfyUI's cache keys each node on its own inputs: Source Latent on the source and VAE
+    alone, so a new mask does not encode the source itself again; Encode Source (the masked
+    source) on the source, mask and VAE, so neither a new seed nor a new reference encodes again;
     Attach Source (no model runs) on the conditioning."""
     def wired(name):
         return links[name] if is_link(links.get(name)) else s[name]
 
     graph = GraphBuilder()
+    start = _start(s["denoise"])
+    whole = {}  # no Source Latent node where nothing of the source is kept: it would cost an encode for nothing
+    if needs_source_latent(s["noise_mask"], start):
+        whole["source_latent"] = graph.node("PaintByExampleSourceLatent", vae=wired("vae"),
+                                            source=wired("source")).out(0)
     encoded = graph.node("PaintByExampleEncodeSource", vae=wired("vae"), source=wired("source"), mask=wired("mask"),
-                         noise_mask=s["noise_mask"], start=_start(s["denoise"]))
+                         noise_mask=s["noise_mask"], start=start, **whole)
     attached = graph.node("PaintByExampleAttachSource", positive=wired("positive"), negative=wired("negative"),
                           masked_source=encoded.out(0))
     sampled = graph.node("KSampler", model=wired("model"), seed=s["seed"], steps=s["steps"], cfg=s["cfg"],

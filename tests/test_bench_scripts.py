@@ -42,13 +42,16 @@ def test_vs_diffusers_prints_every_phase_ratio_and_breakdown(tmp_path):
     assert re.search(r"peak resident memory +ours \d+ MiB \(file-backed \d+\) \| diffusers \d+ MiB", out)
     breakdown = {tuple(line.split(":")[0].strip().split(", ")[1:]): line for line in out.splitlines()
                  if line.startswith("  64x64 2 steps, ") and ": total " in line}
-    # what ComfyUI's cache serves shows in the counts: a re-roll encodes nothing, a new reference only the exemplar
+    # what ComfyUI's cache serves shows in the counts: a re-roll encodes nothing, a new reference only the exemplar,
+    # a new mask only the masked source
     assert "VAE encode 2x" in breakdown["load + first edit", "ours"]
+    assert "VAE encode 1x" in breakdown["new mask", "ours"] and "encoder 0.00" in breakdown["new mask", "ours"]
+    assert re.search(r"ratio ours/diffusers, new mask: \d+\.\d+ vs diffusers\n", out)  # no goal was set
     assert "VAE encode 0x" in breakdown["re-roll (new seed)", "ours"] and "encoder 0.00" in breakdown[
         "re-roll (new seed)", "ours"]
     assert "VAE encode 0x" in breakdown["new reference", "ours"]
     assert all("VAE encode 1x" in breakdown[phase, "diffusers"] for phase in ("load + first edit", "re-roll (new seed)",
-                                                                              "new reference"))
+                                                                              "new reference", "new mask"))
     for line in breakdown.values():
         assert re.search(r"2 steps \d+\.\d+ \(\d+\.\d+/step, UNet \d+\.\d+/call\) \| VAE decode 1x", line), line
     assert all("sampler setup" in breakdown[phase, "ours"] and "other" in breakdown[phase, "ours"]

@@ -1,6 +1,8 @@
 """Encode Source and Attach Source: Inpaint Conditioning in two halves, so that the VAE encode of the
 source does not depend on the exemplar (a new reference re-runs only Encode and Attach Source; the
-counts are in test_comfy_lean_and_fast.py). Together they give exactly what Inpaint Conditioning gives."""
+counts are in test_comfy_lean_and_fast.py). Together they give exactly what Inpaint Conditioning gives.
+Source Latent, the source's own encode, does not depend on the mask either; wired into Encode Source
+it gives exactly what Encode Source gives alone."""
 
 from __future__ import annotations
 
@@ -12,7 +14,9 @@ from test_comfy_nodes import _graph, _load, _scene
 NODES = {
     "PaintByExampleEncodeSource": ({"vae", "source", "mask", "noise_mask", "start"}, ("LATENT", "LATENT")),
     "PaintByExampleAttachSource": ({"positive", "negative", "masked_source"}, ("CONDITIONING", "CONDITIONING")),
+    "PaintByExampleSourceLatent": ({"vae", "source"}, ("LATENT",)),
 }
+OPTIONAL = {"PaintByExampleEncodeSource": {"source_latent"}}
 
 
 @pytest.mark.parametrize("node_id", sorted(NODES))
@@ -20,9 +24,11 @@ def test_contract_tooltips_and_descriptions(comfy, node_id):
     cls = comfy.node(node_id)
     names, outputs = NODES[node_id]
     inputs = cls.INPUT_TYPES()["required"]
-    assert set(inputs) == names and cls.RETURN_TYPES == outputs and cls.DESCRIPTION.strip()
+    optional = cls.INPUT_TYPES().get("optional", {})
+    assert set(inputs) == names and set(optional) == OPTIONAL.get(node_id, set())
+    assert cls.RETURN_TYPES == outputs and cls.DESCRIPTION.strip()
     assert len(cls.OUTPUT_TOOLTIPS) == len(outputs) and all(t.strip() for t in cls.OUTPUT_TOOLTIPS)
-    assert all(options[1]["tooltip"].strip() for options in inputs.values())
+    assert all(options[1]["tooltip"].strip() for options in (*inputs.values(), *optional.values()))
 
 
 def _prepare(comfy, noise_mask: bool, start: str):
@@ -101,3 +107,68 @@ def test_encode_source_checks_its_inputs(comfy):
         encode(vae, source, mask, True, "sideways")
     with pytest.raises(ValueError, match="source: the image contains NaN"):
         encode(vae, torch.full((1, 64, 64, 3), float("nan")), mask, True, "noise")
+
+
+def _source_and_masks(masks: int, sources: int, seed: int = 8, height: int = 60, width: int = 92):
+    g = torch.Generator().manual_seed(seed)
+    source, mask = torch.rand(sources, height, width, 3, generator=g), torch.zeros(masks, height, width)
+    for i in range(masks):
+        mask[i, 10 + 4 * i:40 + 4 * i, 16:60 + 6 * i] = 1
+    mask[:, 44:48, 20:68] = 0.6  # a soft band that is repainted
+    return source, mask
+
+
+@pytest.mark.parametrize("noise_mask, start", [(True, "noise"), (False, "noise"), (True, "source")])
+@pytest.mark.parametrize("masks, sources, width", [(1, 1, 92), (1, 2, 92), (3, 1, 92), (3, 1, 96), (2, 2, 96)])
+def test_a_wired_source_latent_gives_what_encode_source_gives_alone(comfy, noise_mask, start, masks, sources, width):
+    """Every batch rule (one mask for all sources, several masks on one source, one each), every
+    start, padded or not: with Source Latent wired, Encode Source's two outputs are the same
+    tensors bit for bit."""
+    _model, vae, _encoder = _load(comfy)
+    source, mask = _source_and_masks(masks, sources, height=64 if width == 96 else 60, width=width)
+    encode = comfy.node("PaintByExampleEncodeSource")().encode
+    (source_latent,) = comfy.node("PaintByExampleSourceLatent")().encode(vae, source)
+    assert source_latent["samples"].shape == (sources, 4, 64 // 8, 96 // 8)  # padded as the edit pads
+    alone, wired = encode(vae, source, mask, noise_mask, start), encode(vae, source, mask, noise_mask, start,
+                                                                       source_latent)
+    for ours, theirs in zip(alone, wired):
+        assert ours.keys() == theirs.keys()
+        assert all(torch.equal(ours[key], theirs[key]) for key in ours)
+    if noise_mask:  # outside the mask the start latent is the source's own latent, one copy per mask
+        assert not torch.equal(wired[1]["samples"], torch.zeros_like(wired[1]["samples"]))
+        assert wired[1]["samples"].shape[0] == max(masks, sources)
+
+
+def test_source_latent_is_checked_against_the_source(comfy):
+    """A source latent of another image (a wiring mistake) would blend two pictures: refused, as is a
+    LATENT that Source Latent did not make."""
+    _model, vae, _encoder = _load(comfy)
+    source, mask = _source_and_masks(1, 1)
+    other, _mask = _source_and_masks(1, 1, seed=9)
+    encode = comfy.node("PaintByExampleEncodeSource")().encode
+    (of_other,) = comfy.node("PaintByExampleSourceLatent")().encode(vae, other)
+    with pytest.raises(ValueError, match="source_latent: it was made from a different image"):
+        encode(vae, source, mask, True, "noise", of_other)
+    with pytest.raises(ValueError, match="source_latent: it was made from a different image"):
+        encode(vae, torch.cat([source, source]), mask, True, "noise", of_other)  # a batch of two
+    with pytest.raises(ValueError, match="source_latent: expected the output of Paint-by-Example Source Latent"):
+        encode(vae, source, mask, True, "noise", {"samples": of_other["samples"]})
+    (own,) = comfy.node("PaintByExampleSourceLatent")().encode(vae, source)
+    another_vae = {**own, "samples": torch.cat([own["samples"]] * 4, dim=1)}  # a 16-channel VAE's latent
+    with pytest.raises(ValueError, match=r"source_latent: it holds latents of \(16, 8, 12\), but this VAE makes"):
+        encode(vae, source, mask, True, "noise", another_vae)
+    with pytest.raises(ValueError, match="source: the image contains NaN"):
+        comfy.node("PaintByExampleSourceLatent")().encode(vae, torch.full((1, 64, 64, 3), float("nan")))
+    # Not used when nothing of the source is kept, so not checked either.
+    encode(vae, source, mask, False, "noise", of_other)
+
+
+def test_encode_source_asks_for_its_source_latent_only_when_it_uses_it(comfy):
+    """The lazy input: ComfyUI runs a wired Source Latent only when the start latent keeps the source."""
+    encode_source = comfy.node("PaintByExampleEncodeSource")()
+    wired_not_run = {"source_latent": None}
+    assert encode_source.check_lazy_status(True, "noise", **wired_not_run) == ["source_latent"]
+    assert encode_source.check_lazy_status(False, "source", **wired_not_run) == ["source_latent"]
+    assert encode_source.check_lazy_status(False, "noise", **wired_not_run) == []
+    assert encode_source.check_lazy_status(True, "noise") == []  # not wired: it encodes the source itself
+    assert encode_source.check_lazy_status(True, "noise", source_latent={"samples": torch.zeros(1)}) == []

@@ -121,7 +121,8 @@ def test_graph_cache_serves_the_exemplar_when_only_the_seed_changes(comfy):
 @pytest.fixture
 def counted(comfy, monkeypatch):
     """The costly calls of an edit as they happen, by name: VAE encodes and decodes, exemplar encoder
-    runs, UNet calls (as ("unet", batch size)), and runs of the Sampler's Encode Source and Attach."""
+    runs, UNet calls (as ("unet", batch size)), and runs of the Sampler's Source Latent, Encode Source
+    and Attach Source."""
     calls = []
 
     def count(owner, name, label):
@@ -138,6 +139,7 @@ def counted(comfy, monkeypatch):
     count(vae, "decode", "vae_decode")
     count(importlib.import_module("comfy.ldm.modules.diffusionmodules.openaimodel").UNetModel, "forward", "unet")
     count(comfy.pack("nodes.encoder_handle").ExemplarEncoderHandle, "encode", "encoder")
+    count(comfy.node("PaintByExampleSourceLatent"), "encode", "source_latent")
     count(comfy.node("PaintByExampleEncodeSource"), "encode", "encode_source")
     count(comfy.node("PaintByExampleAttachSource"), "attach", "attach")
     return calls
@@ -146,10 +148,11 @@ def counted(comfy, monkeypatch):
 def test_what_each_kind_of_edit_costs(comfy, counted):
     """Counted, in one ComfyUI executor (its graph cache on), as an artist works: the first edit
     encodes the reference once and the source twice (the masked source for the model, the source
-    for the noise mask), a re-roll with a new seed encodes nothing, a new reference runs the
-    exemplar encoder and the Sampler's Attach Source but no VAE encode, a new mask encodes the
-    source again. Every edit is one UNet call per step (cond and uncond batched) and one decode,
-    and the cache-served edits give what a fresh executor gives."""
+    itself for the noise mask), a re-roll with a new seed encodes nothing, a new reference runs the
+    exemplar encoder and the Sampler's Attach Source but no VAE encode, a new mask encodes only the
+    masked source (the source's own latent does not depend on the mask). Every edit is one UNet
+    call per step (cond and uncond batched) and one decode, and the cache-served edits give what a
+    fresh executor gives."""
     from collections import Counter
 
     from comfyui import _outputs
@@ -165,17 +168,20 @@ def test_what_each_kind_of_edit_costs(comfy, counted):
         counted.clear()
         executor.execute(_graph(source, mask, reference, seed=seed, steps=steps), f"costs-{seed}", {}, ["7"])
         assert executor.success
-        nodes = ("encode_source", "attach")
+        nodes = ("source_latent", "encode_source", "attach")
         return Counter(c for c in counted if c not in nodes), Counter(c for c in counted if c in nodes)
 
     one_edit = {("unet", 2): steps, "vae_decode": 1}
     assert edit(1, mask, reference) == ({**one_edit, "encoder": 1, "vae_encode": 2},
-                                        {"encode_source": 1, "attach": 1})
+                                        {"source_latent": 1, "encode_source": 1, "attach": 1})
     assert edit(2, mask, reference) == (one_edit, {})  # re-roll
     assert edit(3, mask, other_reference) == ({**one_edit, "encoder": 1}, {"attach": 1})  # new reference
     image = _outputs(executor, "6")[0]
     assert torch.equal(image, comfy.run(_graph(source, mask, other_reference, seed=3, steps=steps), ["6"])["6"][0])
-    assert edit(4, other_mask, other_reference) == ({**one_edit, "vae_encode": 2}, {"encode_source": 1, "attach": 1})
+    assert edit(4, other_mask, other_reference) == ({**one_edit, "vae_encode": 1}, {"encode_source": 1, "attach": 1})
+    image = _outputs(executor, "6")[0]  # the cached source latent serves the new mask as a fresh one would
+    assert torch.equal(image, comfy.run(_graph(source, other_mask, other_reference, seed=4, steps=steps),
+                                        ["6"])["6"][0])
 
 
 def test_without_the_noise_mask_an_edit_encodes_the_source_once(comfy, counted):
@@ -192,5 +198,57 @@ def test_without_the_noise_mask_an_edit_encodes_the_source_once(comfy, counted):
         executor.execute(_graph(source, mask, picture, seed=seed, noise_mask=False), f"no-noise-mask-{seed}", {},
                          ["7"])
         assert executor.success
-        encodes.append(counted.count("vae_encode"))
-    assert encodes == [1, 0, 0]
+        encodes.append((counted.count("vae_encode"), counted.count("source_latent")))
+    assert encodes == [(1, 0), (0, 0), (0, 0)]  # the Sampler leaves out Source Latent: nothing of it is used
+
+
+def test_several_masks_on_one_source_encode_the_source_once(comfy, monkeypatch):
+    """One source with three masks: the masked sources are three images, the source itself one, in
+    Inpaint Conditioning (the Sampler from Python runs the same) and in Source Latent."""
+    from test_comfy_nodes import _load
+
+    batches = []
+    vae_class = importlib.import_module("comfy.sd").VAE
+    original = vae_class.encode
+
+    def encode(self, pixels, *args, **kwargs):
+        batches.append(pixels.shape[0])
+        return original(self, pixels, *args, **kwargs)
+
+    monkeypatch.setattr(vae_class, "encode", encode)
+    _model, vae, encoder = _load(comfy)
+    source, masks = torch.rand(1, 64, 64, 3), torch.zeros(3, 64, 64)
+    for i in range(3):
+        masks[i, 8 * i:32 + 8 * i, 16:48] = 1
+    positive, negative = comfy.node("PaintByExampleEncode")().encode(encoder, torch.rand(1, 40, 40, 3), "stretch")
+    _positive, _negative, latent = comfy.node("PaintByExampleInpaintConditioning")().prepare(
+        positive, negative, vae, source, masks, True, "noise")
+    assert sorted(batches) == [1, 3] and latent["samples"].shape[0] == 3
+    batches.clear()
+    (source_latent,) = comfy.node("PaintByExampleSourceLatent")().encode(vae, source)
+    comfy.node("PaintByExampleEncodeSource")().encode(vae, source, masks, True, "noise", source_latent)
+    assert batches == [1, 3]
+
+
+def test_a_wired_source_latent_runs_only_when_encode_source_uses_it(comfy, counted):
+    """Encode Source's source_latent is lazy: with noise_mask off and a pure-noise start nothing of the
+    source is kept, so ComfyUI does not run the Source Latent wired to it (no encode for nothing)."""
+    from test_comfy_nodes import _scene
+
+    source, mask, _reference = _scene(comfy, seed=65)
+    for noise_mask, expected in ((False, (1, 0)), (True, (2, 1))):
+        graph = {
+            "1": {"class_type": "PaintByExampleLoader", "inputs": {"ckpt_name": "pbe_tiny.safetensors"}},
+            "2": {"class_type": "LoadImage", "inputs": {"image": source}},
+            "3": {"class_type": "LoadImageMask", "inputs": {"image": mask, "channel": "red"}},
+            "4": {"class_type": "PaintByExampleSourceLatent", "inputs": {"vae": ["1", 1], "source": ["2", 0]}},
+            "5": {"class_type": "PaintByExampleEncodeSource", "inputs": {
+                "vae": ["1", 1], "source": ["2", 0], "mask": ["3", 0], "noise_mask": noise_mask, "start": "noise",
+                "source_latent": ["4", 0]}},
+            "6": {"class_type": "VAEDecode", "inputs": {"samples": ["5", 1], "vae": ["1", 1]}},
+            "7": {"class_type": "PreviewImage", "inputs": {"images": ["6", 0]}},  # ComfyUI runs graphs with an output
+        }
+        counted.clear()
+        out = comfy.run(graph, ["5"])
+        assert (counted.count("vae_encode"), counted.count("source_latent")) == expected
+        assert ("noise_mask" in out["5"][1]) is noise_mask

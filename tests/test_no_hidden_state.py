@@ -38,8 +38,8 @@ def test_node_objects_hold_nothing_after_running_graphs(comfy):
     classes = set(comfy.pack_classes().values())
     kept = [obj for obj in _node_objects(executor.caches.objects) if type(obj) in classes]
     names = {type(obj).__name__ for obj in kept}
-    assert {"PaintByExampleSampler", "PaintByExampleEncodeSource", "PaintByExampleAttachSource",
-            "PaintByExamplePasteBack", "PaintByExampleCrop", "PaintByExampleStitch", "PaintByExampleEncode"} <= names
+    assert {"PaintByExampleSampler", "PaintByExampleSourceLatent", "PaintByExampleEncodeSource",
+            "PaintByExampleAttachSource", "PaintByExamplePasteBack", "PaintByExampleCrop", "PaintByExampleStitch", "PaintByExampleEncode"} <= names
     for obj in kept:
         assert not vars(obj), f"{type(obj).__name__} keeps {sorted(vars(obj))} between runs"
 
