@@ -1,5 +1,6 @@
 """Where an edit's time goes: chosen functions are wrapped (in the benchmark's own process only) so
-that every call is recorded with its start and end. Nothing is changed but the bookkeeping."""
+that every call is recorded with its start and end, and the memory pages it faulted in. Nothing is
+changed but the bookkeeping."""
 
 from __future__ import annotations
 
@@ -7,28 +8,46 @@ import functools
 import statistics
 import time
 
+try:
+    import resource
+except ImportError:  # Windows: no page-fault counts
+    resource = None
+
+
+def minor_faults() -> int | None:
+    """Fresh memory pages this process has faulted in so far (None where the OS does not say)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt if resource is not None else None
+
 
 class CallTimer:
     def __init__(self):
         self.calls: list[tuple[str, float, float]] = []  # (label, start, end), in the order calls end
+        self.faulted: list[tuple[str, int]] = []  # (label, pages faulted in during the call), same order
 
     def wrap(self, owner, name: str, label: str) -> None:
         """Time every call of ``owner.name`` (a function on a class, or a method of one object)."""
         original = getattr(owner, name)
-        calls = self.calls
+        calls, faulted = self.calls, self.faulted
 
         @functools.wraps(original)
         def timed(*args, **kwargs):
-            started = time.perf_counter()
+            faults, started = minor_faults(), time.perf_counter()
             try:
                 return original(*args, **kwargs)
             finally:
                 calls.append((label, started, time.perf_counter()))
+                if faults is not None:
+                    faulted.append((label, minor_faults() - faults))
 
         setattr(owner, name, timed)
 
     def clear(self) -> None:
         self.calls.clear()
+        self.faulted.clear()
+
+    def faults(self, label: str) -> list[int]:
+        """Pages faulted in per call (a call inside another counts in both; empty where not counted)."""
+        return [pages for name, pages in self.faulted if name == label]
 
     def seconds(self, label: str) -> list[float]:
         return [end - start for name, start, end in self.calls if name == label]

@@ -60,7 +60,7 @@ def breakdown(timer: CallTimer, total: float) -> dict:
         "load": timer.total("load"), "encoder": timer.total("encoder"),
         "vae_encode": timer.seconds("vae_encode"), "unet": timer.seconds("unet"),
         "steps": timer.intervals("unet"), "sampling": timer.span("unet"),
-        "vae_decode": timer.seconds("vae_decode"),
+        "vae_decode": timer.seconds("vae_decode"), "unet_faults": timer.faults("unet"),
     }
     accounted = parts["load"] + parts["encoder"] + sum(parts["vae_encode"])
     if any(label == "sampler" for label, _s, _e in timer.calls):  # ours: the nodes around the model calls

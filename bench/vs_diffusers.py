@@ -184,10 +184,12 @@ def _breakdown(side: Side, answers: list[dict]) -> str:
     last = answers[-1]["parts"]
     unet, steps = median([median(a["parts"]["unet"]) for a in answers]), len(last["unet"])
     per_step = median([median(a["parts"]["steps"]) for a in answers if a["parts"]["steps"]]) if steps > 1 else unet
+    faults = [median(a["parts"]["unet_faults"]) for a in answers if a["parts"].get("unet_faults")]
+    faults_text = f"{median(faults) / 1000:.0f}k page faults/call" if faults else "page faults not counted"
     text = (f"total {median(_seconds(answers)):.2f} | load {_part(answers, 'load'):.2f} | encoder "
             f"{_part(answers, 'encoder'):.2f} | VAE encode {len(last['vae_encode'])}x "
             f"{_part(answers, 'vae_encode'):.2f} | {steps} steps {_part(answers, 'sampling'):.2f} "
-            f"({per_step:.3f}/step, UNet {unet:.3f}/call) | VAE decode {len(last['vae_decode'])}x "
+            f"({per_step:.3f}/step, UNet {unet:.3f}/call, {faults_text}) | VAE decode {len(last['vae_decode'])}x "
             f"{_part(answers, 'vae_decode'):.2f}")
     if "sampler_setup" in last:
         text += (f" | sampler setup {_part(answers, 'sampler_setup'):.2f} | paste {_part(answers, 'paste'):.3f}"

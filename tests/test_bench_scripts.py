@@ -53,7 +53,8 @@ def test_vs_diffusers_prints_every_phase_ratio_and_breakdown(tmp_path):
     assert all("VAE encode 1x" in breakdown[phase, "diffusers"] for phase in ("load + first edit", "re-roll (new seed)",
                                                                               "new reference", "new mask"))
     for line in breakdown.values():
-        assert re.search(r"2 steps \d+\.\d+ \(\d+\.\d+/step, UNet \d+\.\d+/call\) \| VAE decode 1x", line), line
+        assert re.search(r"2 steps \d+\.\d+ \(\d+\.\d+/step, UNet \d+\.\d+/call, \d+k page faults/call\) \| "
+                         r"VAE decode 1x", line), line
     assert all("sampler setup" in breakdown[phase, "ours"] and "other" in breakdown[phase, "ours"]
                for phase in ("load + first edit", "re-roll (new seed)", "new reference"))
 
