@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import comfy.sampler_helpers
+import comfy.utils
 import node_helpers
 import torch
 
 from ..pbe_core.geometry import pad_to_multiple
 from ..pbe_core.masks import binarize
 from . import conditioning_roles, inputs
-from .source_latent import (SOURCE_LATENT_TOOLTIP, checked_samples, distinct_sources, encode_each, for_batch,
-                            needs_source_latent)
+from .source_latent import SOURCE_LATENT_TOOLTIP, checked_samples, distinct_sources, encode_each, needs_source_latent
 
 STARTS = ("noise", "source")
 
@@ -73,7 +73,7 @@ def source_latents(vae, source: torch.Tensor, mask: torch.Tensor, noise_mask: bo
             raise ValueError(f"source_latent: it holds latents of {tuple(whole.shape[1:])}, but this VAE makes "
                              f"{tuple(masked_latent.shape[1:])}. Give Paint-by-Example Source Latent the same VAE "
                              "as this node")
-        samples = for_batch(whole, masked_latent.shape[0])
+        samples = comfy.utils.repeat_to_batch_size(whole, masked_latent.shape[0])  # one source, several masks
         if start == "noise":  # the sampler's own denoise mask says which cells it repaints in full
             full = comfy.sampler_helpers.prepare_mask(repainted, samples.shape, samples.device) == 1
             samples = torch.where(full, torch.zeros_like(samples), samples)

@@ -59,11 +59,6 @@ def checked_samples(source_latent, source: torch.Tensor) -> torch.Tensor:
     return samples
 
 
-def for_batch(samples: torch.Tensor, batch: int) -> torch.Tensor:
-    """One source's latent repeated for every mask drawn on it."""
-    return samples if samples.shape[0] == batch else samples.repeat(batch, 1, 1, 1)
-
-
 def distinct_sources(source: torch.Tensor) -> torch.Tensor:
     """The sources as the artist gave them: one source drawn on by several masks arrives from
     inputs.edit_masks as an expanded view (batch stride 0), and is encoded once (as ``[0][None]``,
