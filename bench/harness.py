@@ -20,7 +20,10 @@ def allocator() -> str:
     """The C memory allocator both sides run with: a CPU step's speed depends on it (figures in
     docs/benchmarks.md), so the benchmarks print it beside the CPU."""
     preloaded = [Path(p).name for p in os.environ.get("LD_PRELOAD", "").replace(":", " ").split()]
-    return f"LD_PRELOAD {', '.join(preloaded)}" if preloaded else "the C library's malloc"
+    if preloaded:
+        return f"LD_PRELOAD {', '.join(preloaded)}"
+    tuned = [t for t in os.environ.get("GLIBC_TUNABLES", "").split(":") if t.startswith("glibc.malloc.")]
+    return f"the C library's malloc with {', '.join(tuned)}" if tuned else "the C library's malloc"
 
 
 # ---------------------------------------------------------------- inputs

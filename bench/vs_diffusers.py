@@ -3,7 +3,7 @@
 The same random-weight model (the authors' single file for us, the same weights converted to a
 diffusers folder for diffusers) is written once to --work. Each side then runs in ONE process that
 stays up (bench/edit_side.py): ours is ComfyUI's own prompt executor with its graph cache
-(Loader -> Encode -> Sampler -> Preview Image), theirs one PaintByExamplePipeline object reused
+(Loader -> Encode -> Sampler -> Preview Image) on a worker thread, as ComfyUI's server runs it, theirs one PaintByExamplePipeline object reused
 between edits. This parent asks each side for one edit at a time and alternates the sides run by
 run, so the drift of a shared machine hits both alike. For every size and step count:
 
@@ -202,9 +202,10 @@ def report(args, sides: list[Side], configs: list[tuple[int, int]]) -> None:
     import diffusers
 
     threads = ", ".join(f"{s.label} {s.threads}" for s in sides)
+    where = ", ".join(f"{s.label} on a {next(iter(s.runs.values()))[0]['thread']} thread" for s in sides)
     print(f"\n== Paint-by-Example edits: {args.model} random weights, ours {ours.dtype} (noise_mask "
-          f"{args.noise_mask}), {args.device}; CPU: {describe_cpu()}; allocator: {allocator()}; torch threads "
-          f"{threads}; torch "
+          f"{args.noise_mask}), {args.device}; CPU: {describe_cpu()}; allocator: {allocator()}; edits: {where}; "
+          f"torch threads {threads}; torch "
           f"{torch.__version__}, diffusers {diffusers.__version__}, transformers "
           f"{importlib.metadata.version('transformers')}; guidance 5, DDIM-like; medians of {args.repeats} "
           "interleaved runs (runs in brackets)")

@@ -35,7 +35,9 @@ def test_vs_diffusers_prints_every_phase_ratio_and_breakdown(tmp_path):
     out = _run("vs_diffusers.py", "--model", "tiny", "--sizes", "64", "--steps", "2", "--repeats", "1",
                "--work", str(tmp_path / "work"), tmp_path=tmp_path)
     assert "CPU: " in out and re.search(r"\((no native|native) bf16\)", out)
-    assert re.search(r"allocator: (the C library's malloc|LD_PRELOAD \S+);", out)  # what the figures ran with
+    assert re.search(r"allocator: (the C library's malloc( with [^;]+)?|LD_PRELOAD \S+);", out)  # what the figures ran with
+    # ours edits as ComfyUI's server does, on a worker thread (where malloc keeps freed memory depends on it)
+    assert "edits: ours on a worker thread, diffusers on a main thread;" in out
     for phase, goal in (("load + first edit", "0.95"), ("re-roll (new seed)", "0.90"), ("new reference", "1.00"),
                         ("peak memory", "1.00")):
         assert re.search(rf"ratio ours/diffusers, {re.escape(phase)}: \d+\.\d+ vs diffusers \(goal <= {goal}", out)
@@ -126,3 +128,15 @@ def test_speed_nodes_prints_the_speed_up_and_the_price(tmp_path):
     assert rows["plain"][3] == "x1.00" and float(rows["plain"][5]) == 0
     assert int(rows["lazycache"][4]) >= 1, "LazyCache reused a step"
     assert float(rows["lazycache"][5]) > 0, "and that moved the result"
+
+
+def test_server_edits_prints_each_prompt_of_a_real_server(tmp_path):
+    out = _run("server_edits.py", "--model", "tiny", "--size", "64", "--steps", "2", "--rerolls", "2",
+               tmp_path=tmp_path, needs_diffusers=False)
+    # the allocator the server inherited is what the figures depend on
+    assert re.search(r"a real ComfyUI server .*; allocator: (the C library's malloc( with \S+)*|LD_PRELOAD \S+)$",
+                     out, re.M)
+    assert re.search(r"load \+ first edit: \d+\.\d+ s \(the server's; \d+\.\d+ s queued to done\), "
+                     r"\d+k page faults, resident afterwards \d+ MiB", out)
+    assert len(re.findall(r"re-roll \(new seed\): \d+\.\d+ s \(the server's", out)) == 2
+    assert re.search(r"re-rolls: median \d+\.\d+ s \(\d+\.\d+, \d+\.\d+\)", out)
