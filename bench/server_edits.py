@@ -126,7 +126,8 @@ def main() -> None:
             faults, started = page_faults(process), time.perf_counter()
             seconds = run_prompt(url, ours_prompt(ckpt, source, mask, "reference.png", index + 1, args.steps))
             counted = page_faults(process)
-            faults_text = "page faults not counted" if counted is None else f"{(counted - faults) / 1000:.0f}k page faults"
+            faults_text = ("page faults not counted" if counted is None
+                           else f"{(counted - faults) / 1000:.0f}k page faults")
             rss = resident_mib(process)
             label = "load + first edit" if index == 0 else "re-roll (new seed)"
             print(f"  {label}: {seconds:.2f} s (the server's; {time.perf_counter() - started:.2f} s queued to "

@@ -3,9 +3,10 @@
 The same random-weight model (the authors' single file for us, the same weights converted to a
 diffusers folder for diffusers) is written once to --work. Each side then runs in ONE process that
 stays up (bench/edit_side.py): ours is ComfyUI's own prompt executor with its graph cache
-(Loader -> Encode -> Sampler -> Preview Image) on a worker thread, as ComfyUI's server runs it, theirs one PaintByExamplePipeline object reused
-between edits. This parent asks each side for one edit at a time and alternates the sides run by
-run, so the drift of a shared machine hits both alike. For every size and step count:
+(Loader -> Encode -> Sampler -> Preview Image) on a worker thread, as ComfyUI's server runs it,
+theirs one PaintByExamplePipeline object reused between edits. This parent asks each side for
+one edit at a time and alternates the sides run by run, so the drift of a shared machine hits both
+alike. For every size and step count:
 
 - load + first edit: the side drops its model and caches (a server opening the workflow), loads,
   edits (after one warm-up edit per size and side, not counted: a process's very first edit pays

@@ -35,7 +35,8 @@ def test_vs_diffusers_prints_every_phase_ratio_and_breakdown(tmp_path):
     out = _run("vs_diffusers.py", "--model", "tiny", "--sizes", "64", "--steps", "2", "--repeats", "1",
                "--work", str(tmp_path / "work"), tmp_path=tmp_path)
     assert "CPU: " in out and re.search(r"\((no native|native) bf16\)", out)
-    assert re.search(r"allocator: (the C library's malloc( with [^;]+)?|LD_PRELOAD \S+);", out)  # what the figures ran with
+    # what the figures ran with
+    assert re.search(r"allocator: (the C library's malloc( with [^;]+)?|LD_PRELOAD \S+);", out)
     # ours edits as ComfyUI's server does, on a worker thread (where malloc keeps freed memory depends on it)
     assert "edits: ours on a worker thread, diffusers on a main thread;" in out
     for phase, goal in (("load + first edit", "0.95"), ("re-roll (new seed)", "0.90"), ("new reference", "1.00"),
