@@ -9,8 +9,9 @@ edits its parent asks for, one JSON line per command on stdin and per answer on 
 Commands: {"op": "first" | "edit", "size", "steps", "seed", "reference"} ("first" drops the model
 and everything cached, then loads and edits: what opening a workflow in a fresh server costs),
 {"op": "save", "path"} (the last edit's image as .npy, float 0..1), {"op": "quit"}. Each edit's
-answer holds its seconds, where they went (see breakdown()), and the peak resident memory since
-the last "first" (VmHWM; the counter is reset after the previous model is released).
+answer holds its seconds, where they went (see breakdown()), the peak resident memory during the
+edit (VmHWM; for a "first", counted from after the previous model was released, so the load is in
+it) and which part of the edit was running when each part's highest memory was reached.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import ctypes
 import gc
 import json
 import os
-import re
 import sys
 import threading
 import time
@@ -33,25 +33,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
-from call_timer import CallTimer  # noqa: E402
+from call_timer import CallTimer, reset_peak, status_mib  # noqa: E402
 
 
 # ---------------------------------------------------------------- memory
-def _status_mib(field: str) -> float:
-    return int(re.search(rf"{field}:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
-
-
 def release() -> None:
     gc.collect()
     try:  # hand freed heap pages back to the system, so each load starts from the same floor
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:
         pass
-
-
-def reset_peak() -> None:
-    """Linux: the peak resident set size (VmHWM) starts again from the current size."""
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 def breakdown(timer: CallTimer, total: float) -> dict:
@@ -91,7 +82,7 @@ class Ours:
         import nodes
 
         self.mm = comfy.model_management
-        self.timer = CallTimer()
+        self.timer = CallTimer(memory=True)
         for node_id, label in (("PaintByExampleLoader", "load"), ("PaintByExampleEncode", "encoder"),
                                ("KSampler", "sampler"), ("PaintByExamplePasteBack", "paste"),
                                ("PreviewImage", "preview")):
@@ -133,7 +124,8 @@ class Diffusers:
         from diffusers import AutoencoderKL, UNet2DConditionModel
         from diffusers.pipelines.deprecated.paint_by_example import PaintByExamplePipeline
 
-        self.timer = CallTimer()
+        self.timer = CallTimer(memory=True)
+        self.timer.wrap(self, "load", "load")
         self.timer.wrap(PaintByExamplePipeline, "_encode_image", "encoder")
         self.timer.wrap(AutoencoderKL, "encode", "vae_encode")
         self.timer.wrap(AutoencoderKL, "decode", "vae_decode")
@@ -156,7 +148,6 @@ class Diffusers:
         from transformers import CLIPImageProcessor, CLIPVisionConfig
 
         folder, dtype = self.folder, self.dtype
-        started = time.perf_counter()
         pipe = PaintByExamplePipeline(
             unet=UNet2DConditionModel.from_pretrained(folder, subfolder="unet", torch_dtype=dtype),
             vae=AutoencoderKL.from_pretrained(folder, subfolder="vae", torch_dtype=dtype),
@@ -169,7 +160,6 @@ class Diffusers:
         pipe.set_progress_bar_config(disable=True)
         if self.device == "cuda":  # as ComfyUI runs it there: fp16 unless bf16 was asked for
             pipe.to("cuda", torch.bfloat16 if dtype == torch.bfloat16 else torch.float16)
-        self.timer.calls.append(("load", started, time.perf_counter()))
         self.pipe = pipe
 
     def edit(self, size: int, steps: int, seed: int, reference: str, mask: str = "") -> float:
@@ -215,7 +205,9 @@ def serve(side, answers) -> None:
                 seconds = side.edit(command["size"], command["steps"], command["seed"], command["reference"],
                                     command.get("mask", ""))
                 answer = {"seconds": seconds, "parts": breakdown(side.timer, seconds),
-                          "peak_mib": _status_mib("VmHWM"), "file_mib": _status_mib("RssFile"),
+                          "peak_mib": side.timer.peak(), "peak_by_part": dict(side.timer.peaks),
+                          "rise_by_part": dict(side.timer.rises),
+                          "file_mib": status_mib("RssFile"),
                           "thread": "main" if threading.current_thread() is threading.main_thread() else "worker"}
                 if torch.cuda.is_available():
                     answer["gpu_peak_mib"] = torch.cuda.max_memory_allocated() / 2 ** 20
@@ -240,7 +232,7 @@ def main() -> None:
     os.dup2(2, 1)
     side = Ours(args) if args.side == "ours" else Diffusers(args)
     release()
-    answers.write(json.dumps({"ready": True, "threads": torch.get_num_threads(), "floor_mib": _status_mib("VmRSS")})
+    answers.write(json.dumps({"ready": True, "threads": torch.get_num_threads(), "floor_mib": status_mib("VmRSS")})
                   + "\n")
     answers.flush()
     if args.side == "ours":

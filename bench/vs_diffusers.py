@@ -1,7 +1,8 @@
 """Paint-by-Example edits as an artist feels them: this pack in ComfyUI against diffusers' PaintByExamplePipeline.
 
-The same random-weight model (the authors' single file for us, the same weights converted to a
-diffusers folder for diffusers) is written once to --work. Each side then runs in ONE process that
+The same random-weight model (a single .safetensors file for us, as the README's conversion makes
+it, or with --layout ckpt the authors' .ckpt; the same weights as a diffusers folder for diffusers)
+is written once to --work. Each side then runs in ONE process that
 stays up (bench/edit_side.py): ours is ComfyUI's own prompt executor with its graph cache
 (Loader -> Encode -> Sampler -> Preview Image) on a worker thread, as ComfyUI's server runs it,
 theirs one PaintByExamplePipeline object reused between edits. This parent asks each side for
@@ -21,7 +22,8 @@ the same source, mask (the middle half), references and seeds, one batched cond+
 per step. Printed: per-phase medians over the --repeats interleaved runs and ours/diffusers, each
 side's peak resident memory (its own process; VmHWM since the model was loaded, with the part that
 is memory-mapped files), and where the time of each phase goes (encoder, each VAE call, the
-sampling steps with the UNet's own share, decode, paste-back, everything else).
+sampling steps with the UNet's own share, decode, paste-back, everything else), and which of
+those parts was running when each side's memory peaked.
 
 With --dtype bf16: ours loads with weight_dtype bf16, and runs against diffusers in fp32 (its
 default) and in bf16 (torch_dtype bfloat16); the decoded images are compared with our fp32 edit
@@ -29,7 +31,7 @@ of the same seed. ComfyUI computes bf16 only where the CPU has AVX512-BF16, AMX 
 CPU line says whether this one has): elsewhere it stores bf16 and computes in fp32.
 
     python bench/vs_diffusers.py [--model full|small|tiny] [--sizes 256 512] [--steps 4 20]
-                                 [--repeats 3] [--dtype fp32|bf16] [--layout ckpt|safetensors]
+                                 [--repeats 3] [--dtype fp32|bf16] [--layout safetensors|ckpt]
                                  [--work DIR] [--attention default|quad] [--device cpu|cuda]
                                  [--noise-mask default|on|off] [--warm-up 1|0]
 
@@ -198,14 +200,27 @@ def _breakdown(side: Side, answers: list[dict]) -> str:
     return text + f" | other {_part(answers, 'other'):.2f}"
 
 
+def _peaks(answers: list[dict]) -> str:
+    """Each part's highest resident memory over the runs, highest first (where an edit peaks), with
+    the most it rose above what was resident as the part started (what the part itself needed)."""
+    peaks: dict[str, float] = {}
+    rises: dict[str, float] = {}
+    for answer in answers:
+        for part, mib in answer.get("peak_by_part", {}).items():
+            peaks[part] = max(peaks.get(part, 0.0), mib)
+            rises[part] = max(rises.get(part, 0.0), answer["rise_by_part"][part])
+    return " | ".join(f"{part} {mib:.0f} (+{rises[part]:.0f})"
+                      for part, mib in sorted(peaks.items(), key=lambda item: -item[1]))
+
+
 def report(args, sides: list[Side], configs: list[tuple[int, int]]) -> None:
     ours, others = sides[0], sides[1:]
     import diffusers
 
     threads = ", ".join(f"{s.label} {s.threads}" for s in sides)
     where = ", ".join(f"{s.label} on a {next(iter(s.runs.values()))[0]['thread']} thread" for s in sides)
-    print(f"\n== Paint-by-Example edits: {args.model} random weights, ours {ours.dtype} (noise_mask "
-          f"{args.noise_mask}), {args.device}; CPU: {describe_cpu()}; allocator: {allocator()}; edits: {where}; "
+    print(f"\n== Paint-by-Example edits: {args.model} random weights, ours {ours.dtype} from {args.ckpt} "
+          f"(noise_mask {args.noise_mask}), {args.device}; CPU: {describe_cpu()}; allocator: {allocator()}; edits: {where}; "
           f"torch threads {threads}; torch "
           f"{torch.__version__}, diffusers {diffusers.__version__}, transformers "
           f"{importlib.metadata.version('transformers')}; guidance 5, DDIM-like; medians of {args.repeats} "
@@ -236,6 +251,14 @@ def report(args, sides: list[Side], configs: list[tuple[int, int]]) -> None:
             for side in sides:
                 print(f"  {size}x{size} {steps} steps, {name}, {side.label}: "
                       f"{_breakdown(side, side.runs[size, steps, phase])}")
+    print("\nwhere the peak memory is reached (resident MiB, file-backed pages included: the highest over the "
+          "runs while each part ran innermost; in brackets the most it rose above what was resident as that part "
+          "started, less the model file's pages read meanwhile, the parts inside it included; other: between the "
+          "parts)")
+    for size, steps in configs:
+        for phase, name in PHASES.items():
+            for side in sides:
+                print(f"  {size}x{size} {steps} steps, {name}, {side.label}: {_peaks(side.runs[size, steps, phase])}")
     if args.dtype == "bf16":
         image_differences(args, sides, configs)
 
@@ -278,8 +301,10 @@ def main() -> None:
                         help="1: each side first edits each size once, not counted (a server that has run before)")
     parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32",
                         help="bf16: ours with weight_dtype bf16, against diffusers in fp32 and in bf16")
-    parser.add_argument("--layout", choices=["ckpt", "safetensors"], default="ckpt",
-                        help="our side's file: the authors' .ckpt pickle or a .safetensors conversion")
+    parser.add_argument("--layout", choices=["ckpt", "safetensors"], default="safetensors",
+                        help="our side's file: a .safetensors conversion (what the README and the example "
+                             "workflows load; diffusers' folder holds .safetensors too) or the authors' .ckpt "
+                             "pickle, which takes longer to load")
     parser.add_argument("--work", type=Path,
                         help="folder for the model and images (kept, and reused next time); "
                              "without it a temporary one is removed at exit")

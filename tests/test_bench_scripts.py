@@ -35,6 +35,7 @@ def test_vs_diffusers_prints_every_phase_ratio_and_breakdown(tmp_path):
     out = _run("vs_diffusers.py", "--model", "tiny", "--sizes", "64", "--steps", "2", "--repeats", "1",
                "--work", str(tmp_path / "work"), tmp_path=tmp_path)
     assert "CPU: " in out and re.search(r"\((no native|native) bf16\)", out)
+    assert "ours fp32 from pbe_tiny.safetensors (noise_mask default)" in out  # the file the workflows load
     # what the figures ran with
     assert re.search(r"allocator: (the C library's malloc( with [^;]+)?|LD_PRELOAD \S+);", out)
     # ours edits as ComfyUI's server does, on a worker thread (where malloc keeps freed memory depends on it)
@@ -60,6 +61,18 @@ def test_vs_diffusers_prints_every_phase_ratio_and_breakdown(tmp_path):
                          r"VAE decode 1x", line), line
     assert all("sampler setup" in breakdown[phase, "ours"] and "other" in breakdown[phase, "ours"]
                for phase in ("load + first edit", "re-roll (new seed)", "new reference"))
+    # which part of each edit was running when each side's memory peaked, and the peak line agrees with it
+    peaks_section = out.split("where the peak memory is reached")[1]
+    peaks = {tuple(line.split(":")[0].strip().split(", ")[1:]): dict(
+        (part, float(mib)) for part, mib in re.findall(r"(\w+) (\d+) \(\+\d+\)", line.split(": ", 1)[1]))
+        for line in peaks_section.splitlines() if line.startswith("  64x64 2 steps, ")}
+    assert len(peaks) == 8
+    assert {"load", "encoder", "vae_encode", "unet", "vae_decode"} <= set(peaks["load + first edit", "ours"])
+    assert {"load", "encoder", "vae_encode", "unet", "vae_decode"} <= set(peaks["load + first edit", "diffusers"])
+    assert "load" not in peaks["re-roll (new seed)", "ours"] and "unet" in peaks["re-roll (new seed)", "ours"]
+    for side in ("ours", "diffusers"):
+        overall = float(re.search(rf"\b{side} (\d+) MiB \(file-backed", out).group(1))
+        assert round(max(mib for key, parts in peaks.items() if key[1] == side for mib in parts.values())) == overall
 
 
 def test_vs_diffusers_bf16_compares_with_both_precisions_and_our_fp32_image(tmp_path):
