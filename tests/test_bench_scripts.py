@@ -154,3 +154,36 @@ def test_server_edits_prints_each_prompt_of_a_real_server(tmp_path):
                      r"\d+k page faults, resident afterwards \d+ MiB", out)
     assert len(re.findall(r"re-roll \(new seed\): \d+\.\d+ s \(the server's", out)) == 2
     assert re.search(r"re-rolls: median \d+\.\d+ s \(\d+\.\d+, \d+\.\d+\)", out)
+
+
+def test_call_timer_charges_each_peak_to_the_call_that_reached_it():
+    """The benchmark's own bookkeeping: a call that fills 256 MiB is charged with that peak and
+    that rise; a call after it that needs nothing is not (the kernel's peak is reset between)."""
+    if not Path("/proc/self/clear_refs").exists():
+        pytest.skip("peak memory is read from /proc: Linux only")
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("call_timer", BENCH / "call_timer.py")
+    call_timer = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(call_timer)
+
+    class Work:
+        def fill(self):
+            buffer = torch.ones(64 * 2 ** 20)  # 256 MiB, written, then freed (a block this big goes back to the system)
+            return float(buffer[-1])
+
+        def nothing(self):
+            return 0.0
+
+    work, timer = Work(), call_timer.CallTimer(memory=True)
+    timer.wrap(work, "fill", "fill")
+    timer.wrap(work, "nothing", "nothing")
+    timer.clear()
+    work.fill()
+    work.nothing()
+    peak = timer.peak()
+    assert timer.rises["fill"] >= 200 and timer.rises["nothing"] < 50, timer.rises
+    assert timer.peaks["fill"] - timer.peaks["nothing"] >= 200, timer.peaks
+    assert peak == timer.peaks["fill"] and set(timer.peaks) == {"fill", "nothing", "other"}
