@@ -220,8 +220,8 @@ def report(args, sides: list[Side], configs: list[tuple[int, int]]) -> None:
     threads = ", ".join(f"{s.label} {s.threads}" for s in sides)
     where = ", ".join(f"{s.label} on a {next(iter(s.runs.values()))[0]['thread']} thread" for s in sides)
     print(f"\n== Paint-by-Example edits: {args.model} random weights, ours {ours.dtype} from {args.ckpt} "
-          f"(noise_mask {args.noise_mask}), {args.device}; CPU: {describe_cpu()}; allocator: {allocator()}; edits: {where}; "
-          f"torch threads {threads}; torch "
+          f"(noise_mask {args.noise_mask}), {args.device}; CPU: {describe_cpu()}; allocator: {allocator()}; "
+          f"edits: {where}; torch threads {threads}; torch "
           f"{torch.__version__}, diffusers {diffusers.__version__}, transformers "
           f"{importlib.metadata.version('transformers')}; guidance 5, DDIM-like; medians of {args.repeats} "
           "interleaved runs (runs in brackets)")
