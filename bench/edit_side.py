@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(Path(__file__).resolve().parent)]
 
-from call_timer import CallTimer, reset_peak, status_mib  # noqa: E402
+from call_timer import CallTimer, status_mib  # noqa: E402
 
 
 # ---------------------------------------------------------------- memory
@@ -198,10 +198,9 @@ def serve(side, answers) -> None:
             else:
                 if op == "first":
                     side.drop()
-                    reset_peak()
                     if torch.cuda.is_available():
                         torch.cuda.reset_peak_memory_stats()
-                side.timer.clear()
+                side.timer.clear()  # restarts the kernel's peak count too (VmHWM)
                 seconds = side.edit(command["size"], command["steps"], command["seed"], command["reference"],
                                     command.get("mask", ""))
                 answer = {"seconds": seconds, "parts": breakdown(side.timer, seconds),
