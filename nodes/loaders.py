@@ -14,8 +14,9 @@ _OUTPUT_TOOLTIPS = (
 _ENCODER_DTYPE = (list(comfy_model.ENCODER_DTYPES), {
     "default": "auto",
     "tooltip": "Precision of the exemplar encoder (the part that reads the reference image). auto: half precision "
-               "on a GPU that handles it well, full precision (fp32) on a CPU; ComfyUI's own precision launch options "
-               "(such as --fp32-text-enc) win. fp32 gives the most exact result.",
+               "on a GPU that handles it well; on a CPU, bf16 when weight_dtype is bf16 and the CPU computes bf16 "
+               "natively (AVX512-BF16 or AMX), full precision (fp32) otherwise; ComfyUI's own precision launch "
+               "options (such as --fp32-text-enc) win. fp32 gives the most exact result.",
 })
 _WEIGHT_DTYPE = (list(comfy_model.WEIGHT_DTYPES), {
     "default": "default",
@@ -33,7 +34,7 @@ def _load(path: str, input_name: str, weight_dtype: str, encoder_dtype: str):
     try:
         weights = read_checkpoint(path)
         return (comfy_model.build_model(weights, weight_dtype), comfy_model.build_vae(weights, weight_dtype),
-                comfy_model.build_encoder(weights, encoder_dtype))
+                comfy_model.build_encoder(weights, encoder_dtype, weight_dtype))
     except CheckpointError as e:
         raise ValueError(f"{input_name}: {e}") from e
 

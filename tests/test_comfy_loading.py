@@ -170,6 +170,27 @@ def test_bf16_computes_in_bf16_where_the_cpu_has_it(comfy, mm, monkeypatch):
     assert model.model.manual_cast_dtype == torch.float32 and vae.vae_dtype == torch.float32
 
 
+def test_auto_encoder_follows_a_bf16_model_only_where_the_cpu_computes_bf16(comfy, mm, monkeypatch):
+    """On a CPU, auto keeps the exemplar encoder in fp32 unless the artist asked for a bf16 model and
+    the CPU computes bf16 natively: then the encoder runs in bf16 too, as the UNet and VAE do."""
+    comfy_model = comfy.pack("nodes.comfy_model")
+    loader = comfy.node("PaintByExampleLoader")()
+    dtypes = lambda encoder: {encoder.head.proj_out.weight.dtype,  # noqa: E731
+                              next(encoder.tower_patcher.model.parameters()).dtype}
+    monkeypatch.setattr(comfy_model, "cpu_has_native_bf16", lambda: True)  # AVX512-BF16 or AMX
+    model, vae, encoder = loader.load("pbe_tiny.safetensors", weight_dtype="bf16")
+    assert dtypes(encoder) == {torch.bfloat16}
+    source, mask, reference = _inputs()
+    image, _latent = _sample(comfy, model, vae, encoder, source, mask, reference, steps=1)
+    assert torch.isfinite(image).all() and torch.equal(image[0][mask[0] == 0], source[0][mask[0] == 0])
+    assert dtypes(loader.load("pbe_tiny.safetensors")[2]) == {torch.float32}, "an fp32 model keeps an fp32 encoder"
+    assert dtypes(loader.load("pbe_tiny.safetensors", weight_dtype="fp16")[2]) == {torch.float32}
+    explicit = loader.load("pbe_tiny.safetensors", weight_dtype="bf16", encoder_dtype="fp32")[2]
+    assert dtypes(explicit) == {torch.float32}, "an explicit encoder_dtype wins"
+    monkeypatch.setattr(comfy_model, "cpu_has_native_bf16", lambda: False)  # bf16 emulated: fp32 is faster
+    assert dtypes(loader.load("pbe_tiny.safetensors", weight_dtype="bf16")[2]) == {torch.float32}
+
+
 @pytest.mark.parametrize("value", ["fp32", "FP16", "int8", "", None])
 def test_an_unknown_weight_dtype_is_refused_by_name(comfy, value):
     with pytest.raises(ValueError, match="weight_dtype: .* is not a valid choice; use one of default, fp8_e4m3fn, "
