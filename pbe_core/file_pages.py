@@ -18,11 +18,11 @@ import ctypes
 import logging
 import mmap
 import os
-import struct
 import sys
 from dataclasses import dataclass
 from typing import Iterable
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ class FileMapping:
     path: str
 
 
-def release_file_pages(tensors: Iterable[torch.Tensor]) -> int:
+def release_file_pages(tensors: Iterable[torch.Tensor], mappings: list[FileMapping] | None = None) -> int:
     """Drop the resident pages of every tensor in ``tensors`` that lies in a file mapping.
 
     For each CPU tensor, the span of memory it covers (rounded out to whole pages and clipped to
@@ -50,16 +50,19 @@ def release_file_pages(tensors: Iterable[torch.Tensor]) -> int:
 
     Returns the number of bytes of address space handed back (0 where nothing was, and always 0
     on systems other than Linux). Call it only when no other thread is changing these mappings.
+    ``mappings``: this process's :func:`file_mappings`, read after every tensor in ``tensors`` was
+    made (read here when not given).
     """
     if not sys.platform.startswith("linux"):
         return 0
     spans = sorted(span for span in (_span(t) for t in tensors) if span is not None)
     if not spans:
         return 0
-    try:
-        mappings = file_mappings()
-    except OSError:
-        return 0
+    if mappings is None:
+        try:
+            mappings = file_mappings()
+        except OSError:
+            return 0
     released = 0
     for start, end in _merge(spans):
         mapping = _mapping_of(mappings, start, end)
@@ -120,21 +123,14 @@ def _clean_runs(first: int, last: int, mapping: FileMapping) -> list[tuple[int, 
     flags = _page_flags(first, last)
     if flags is None:
         return [(first, last)] if _mapping_never_written(mapping) else []
-    runs, run_start = [], None
-    for i, entry in enumerate(flags):
-        written = entry & _SWAPPED or (entry & _PRESENT and not entry & _FILE_OR_SHARED)
-        address = first + i * PAGE
-        if not written and run_start is None:
-            run_start = address
-        elif written and run_start is not None:
-            runs.append((run_start, address))
-            run_start = None
-    if run_start is not None:
-        runs.append((run_start, last))
-    return runs
+    flags = np.asarray(flags, dtype=np.uint64)
+    written = (flags & _SWAPPED != 0) | ((flags & _PRESENT != 0) & (flags & _FILE_OR_SHARED == 0))
+    # a run of clean pages starts where `written` falls to False and ends where it rises again
+    edges = np.flatnonzero(np.diff(np.concatenate(([True], written, [True])).astype(np.int8)))
+    return [(first + int(start) * PAGE, first + int(end) * PAGE) for start, end in zip(edges[0::2], edges[1::2])]
 
 
-def _page_flags(first: int, last: int) -> list[int] | None:
+def _page_flags(first: int, last: int) -> np.ndarray | None:
     """/proc/self/pagemap entries (flags only: no privilege is needed for those), or None."""
     count = (last - first) // PAGE
     try:
@@ -145,7 +141,7 @@ def _page_flags(first: int, last: int) -> list[int] | None:
         return None
     if len(data) != count * 8:
         return None
-    return list(struct.unpack(f"<{count}Q", data))
+    return np.frombuffer(data, dtype="<u8")
 
 
 def _mapping_never_written(mapping: FileMapping) -> bool:
@@ -186,6 +182,14 @@ def cast_releasing_pages(tensors: dict[str, torch.Tensor], dtype: torch.dtype,
     memory-mapped checkpoint then costs the cast copies, not the copies plus the file's pages."""
     out: dict[str, torch.Tensor] = {}
     copied, pending = [], 0
+    # The mappings are read once, before the first copy: every tensor handed back is one of
+    # ``tensors``, which the caller holds, so their mappings stay as they were. (Reading
+    # /proc/self/maps for every batch, and walking the page flags in Python, took a sixth of a
+    # UNet's cast: 1.22 s against 1.01 s for SD 1.x's fp32 UNet to bf16 on a 2-core Xeon.)
+    try:
+        mappings = file_mappings() if sys.platform.startswith("linux") else []
+    except OSError:
+        mappings = []
     for key, value in tensors.items():
         cast = value.to(dtype) if value.is_floating_point() else value
         out[key] = cast
@@ -193,7 +197,7 @@ def cast_releasing_pages(tensors: dict[str, torch.Tensor], dtype: torch.dtype,
             copied.append(value)
             pending += value.numel() * value.element_size()
             if pending >= batch_bytes:
-                release_file_pages(copied)
+                release_file_pages(copied, mappings)
                 copied, pending = [], 0
-    release_file_pages(copied)
+    release_file_pages(copied, mappings)
     return out

@@ -107,3 +107,23 @@ def test_device_mappings_and_anonymous_regions_are_not_file_mappings():
     assert mappings and all(m.path.startswith("/") and not m.path.startswith("/dev/zero") for m in mappings)
     heap = torch.randn(1 << 20)
     assert not any(m.start <= heap.data_ptr() < m.end for m in mappings)
+
+
+@linux_only
+def test_a_cast_reads_the_mappings_once_and_hands_back_every_batch(mapped, monkeypatch):
+    """cast_releasing_pages hands the file's pages back batch by batch, reading this process's
+    mappings once for all of them."""
+    tensor, values = mapped
+    parts = {f"w{i}": tensor.view(4, -1)[i] for i in range(4)}  # four 12 MiB tensors of one file
+    reads, real = [], file_pages.file_mappings
+    monkeypatch.setattr(file_pages, "file_mappings", lambda: reads.append(1) or real())
+    released = []
+    real_release = file_pages.release_file_pages
+    monkeypatch.setattr(file_pages, "release_file_pages",
+                        lambda tensors, mappings=None: released.append(real_release(tensors, mappings)))
+    before = _rss_file()
+    cast = file_pages.cast_releasing_pages(parts, torch.bfloat16, batch_bytes=8 << 20)
+    assert len(released) >= 4 and all(count >= (12 << 20) for count in released[:4]), "every batch handed back"
+    assert len(reads) == 1, "the mappings are read once per cast, not once per batch"
+    assert _rss_file() <= before + (1 << 20), "the file pages read for the cast left again"
+    assert all(torch.equal(cast[f"w{i}"], values.view(4, -1)[i].to(torch.bfloat16)) for i in range(4))
