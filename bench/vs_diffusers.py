@@ -32,6 +32,7 @@ CPU line says whether this one has): elsewhere it stores bf16 and computes in fp
 
     python bench/vs_diffusers.py [--model full|small|tiny] [--sizes 256 512] [--steps 4 20]
                                  [--repeats 3] [--dtype fp32|bf16] [--layout safetensors|ckpt]
+                                 [--file-dtype fp32|fp16|bf16]
                                  [--work DIR] [--attention default|quad] [--device cpu|cuda]
                                  [--noise-mask default|on|off] [--warm-up 1|0]
 
@@ -62,6 +63,7 @@ from call_timer import median  # noqa: E402
 from comfyui import NO_COMFYUI, find_comfyui, scratch_folder  # noqa: E402
 from harness import allocator, write_inputs  # noqa: E402
 
+from pbe_core import convert  # noqa: E402
 from pbe_core.testing import random_checkpoint  # noqa: E402
 from pbe_core.cpu_features import cpu_has_native_bf16, describe_cpu  # noqa: E402
 
@@ -87,6 +89,18 @@ def make_model(work: Path, layout: str, size: str) -> tuple[str, str]:
         random_checkpoint.write_diffusers_folder(folder, weights)
         print(f"wrote the {size} random model to {work} in {time.perf_counter() - started:.0f} s", flush=True)
     return single.name, folder.name
+
+
+def our_file(work: Path, single: str, file_dtype: str) -> str:
+    """Our side's file: the written one (fp32, the same values as diffusers' folder), or the pack's
+    own conversion of it to fp16 or bf16 (made once with pbe_core.convert, as the README says)."""
+    if file_dtype == "fp32":
+        return single
+    source = work / "models" / "checkpoints" / single
+    converted = source.with_name(f"{source.stem}_{file_dtype}.safetensors")
+    if not converted.exists():
+        convert.convert(source, converted, dtype=file_dtype)
+    return converted.name
 
 
 class Side:
@@ -274,7 +288,7 @@ def _goal(args, phase: str, others: list[Side]) -> tuple | None:
 
 def image_differences(args, sides: list[Side], configs: list[tuple[int, int]]) -> None:
     """The decoded images' difference from our fp32 edit of the same seed, source, mask and reference."""
-    reference = Side("ours fp32", "ours", "fp32", args, args.ckpt, args.folder)
+    reference = Side("ours fp32", "ours", "fp32", args, args.fp32_ckpt, args.folder)  # the fp32 file
     try:
         for index, (size, steps) in enumerate(configs):
             reference.ask(op="first", size=size, steps=steps, seed=seed_of(args.repeats - 1, index, "reroll"),
@@ -305,6 +319,10 @@ def main() -> None:
                         help="our side's file: a .safetensors conversion (what the README and the example "
                              "workflows load; diffusers' folder holds .safetensors too) or the authors' .ckpt "
                              "pickle, which takes longer to load")
+    parser.add_argument("--file-dtype", choices=["fp32", "fp16", "bf16"], default="fp32",
+                        help="precision of our side's .safetensors file: fp32 (the same values as diffusers' "
+                             "folder) or the pack's converter's fp16 / bf16 conversion of it (python -m "
+                             "pbe_core.convert --dtype ...); a bf16 file loads without a cast for --dtype bf16")
     parser.add_argument("--work", type=Path,
                         help="folder for the model and images (kept, and reused next time); "
                              "without it a temporary one is removed at exit")
@@ -328,6 +346,9 @@ def main() -> None:
     args.work = scratch_folder("pbe_vs_diffusers_", args.work).resolve()
     args.work.mkdir(parents=True, exist_ok=True)
     args.ckpt, args.folder = make_model(args.work, args.layout, args.model)
+    if args.file_dtype != "fp32" and args.layout != "safetensors":
+        sys.exit("--file-dtype fp16/bf16 is a .safetensors conversion: use it with --layout safetensors")
+    args.fp32_ckpt, args.ckpt = args.ckpt, our_file(args.work, args.ckpt, args.file_dtype)
     (args.work / "scratch" / "input").mkdir(parents=True, exist_ok=True)
     (args.work / "images").mkdir(exist_ok=True)
     write_inputs(args.work / "scratch" / "input", args.sizes, large=False)

@@ -77,7 +77,8 @@ def test_vs_diffusers_prints_every_phase_ratio_and_breakdown(tmp_path):
 
 def test_vs_diffusers_bf16_compares_with_both_precisions_and_our_fp32_image(tmp_path):
     out = _run("vs_diffusers.py", "--model", "tiny", "--sizes", "64", "--steps", "2", "--repeats", "1", "--dtype",
-               "bf16", "--warm-up", "0", "--work", str(tmp_path / "work"), tmp_path=tmp_path)
+               "bf16", "--file-dtype", "bf16", "--warm-up", "0", "--work", str(tmp_path / "work"), tmp_path=tmp_path)
+    assert "ours bf16 from pbe_tiny_bf16.safetensors" in out, "ours loads the pack's own bf16 conversion"
     assert re.search(r"ratio ours/diffusers, new reference: \d+\.\d+ vs diffusers fp32, \d+\.\d+ vs diffusers bf16",
                      out)
     found = re.findall(r"64x64 2 steps, (ours bf16|diffusers fp32|diffusers bf16): max \|d\| ([0-9.e+-]+),", out)
